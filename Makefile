@@ -1,0 +1,32 @@
+# The commands a person types. Each installs what it needs first (scripts/setup.sh).
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test check lint unit bench rpm clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m tests.lab.demo
+
+test: setup lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check networkd tests bench
+	$(VENV)/bin/ruff format --check networkd tests bench
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m bench
+
+rpm: setup
+	bash packaging/rpm/build.sh
+
+clean:
+	rm -rf build dist rpmbuild *.egg-info

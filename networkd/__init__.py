@@ -1,0 +1,3 @@
+"""networkd: the per-node network daemon of a LAIN cluster."""
+
+__version__ = "3.0.0"

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what networkd's tests and demo need on a Debian 12 machine, as root.
+# Idempotent: a second run on a prepared machine only checks and returns.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+
+apt_packages=(etcd-server etcd-client iptables iproute2 dnsutils dnsmasq-base dnsperf
+              docker.io busybox-static rpm tcpdump procps psmisc python3-venv)
+
+missing=()
+for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# python-iptables speaks to the legacy backend, like CentOS 7: make the CLI and Docker agree.
+for alt in iptables ip6tables; do
+    if [ -e "/usr/sbin/${alt}-legacy" ] && [ "$(readlink -f /etc/alternatives/$alt 2>/dev/null)" != "/usr/sbin/${alt}-legacy" ]; then
+        update-alternatives --set "$alt" "/usr/sbin/${alt}-legacy" >/dev/null
+    fi
+done
+
+# The unprivileged users the daemon drops to (the RPM creates them in %pre).
+getent group networkd >/dev/null || groupadd --system networkd
+getent passwd networkd >/dev/null || useradd --system -g networkd -d / -s /sbin/nologin networkd
+getent group networkd-dns >/dev/null || groupadd --system networkd-dns
+getent passwd networkd-dns >/dev/null || useradd --system -g networkd-dns -d / -s /sbin/nologin networkd-dns
+
+py=${PYTHON:-python3}
+stamp=.venv/.installed
+if [ ! -x .venv/bin/python ]; then
+    "$py" -m venv .venv
+fi
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/pip install -q --upgrade pip >/dev/null
+    .venv/bin/pip install -q -e '.[test]'
+    touch "$stamp"
+fi
