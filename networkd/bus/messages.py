@@ -1,0 +1,414 @@
+"""Every message type on the bus, one dataclass each, with its topic, sender and readers.
+
+State topics (``state.*``) carry keyed items as snapshots and deltas; see
+``networkd.bus.publisher.StateTopic``. Event topics carry one message each.
+The item type of each state topic is fixed in ``STATE_TOPICS`` below.
+"""
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from networkd.bus.codec import register
+
+# ---------------------------------------------------------------------------------------
+# supervisor -> api, ctl, tap
+
+
+@register
+@dataclass
+class WorkerInfo:
+    """Item of ``state.workers`` (sender: supervisor; readers: api, networkdctl status).
+
+    Key: worker name. ``last_exit`` is e.g. ``"exit 1"`` or ``"signal SIGKILL"``."""
+
+    name: str
+    pid: int
+    state: str
+    restarts: int
+    started_at: float
+    last_exit: str = ""
+    user: str = ""
+
+
+@register
+@dataclass
+class WorkerStarted:
+    """Event ``worker.<name>.start`` (sender: supervisor; readers: tap, tests)."""
+
+    name: str
+    pid: int
+
+
+@register
+@dataclass
+class WorkerExited:
+    """Event ``worker.<name>.exit`` (sender: supervisor; readers: tap, tests).
+
+    ``exitcode`` is None when a signal ended the worker, and ``signal`` names it."""
+
+    name: str
+    pid: int
+    exitcode: Optional[int]
+    signal: str = ""
+
+
+@register
+@dataclass
+class WorkerStateChanged:
+    """Event ``worker.<name>.state`` (sender: supervisor; readers: tap, tests)."""
+
+    name: str
+    old: str
+    new: str
+    reason: str = ""
+
+
+@register
+@dataclass
+class SupervisorStopping:
+    """Event ``supervisor.stopping`` (sender: supervisor; readers: every worker, tap).
+
+    Published before the graceful stop begins, so that workers can tell a final stop
+    (release VIPs, restore files) from a restart of themselves."""
+
+    reason: str
+
+
+# ---------------------------------------------------------------------------------------
+# watcher -> elector, applier, dns, api (cluster state from etcd; SPEC section 1)
+
+
+@register
+@dataclass
+class PortSpec:
+    """One port of a VIP: ``src`` on the VIP, ``dest`` in the container."""
+
+    src: int
+    proto: str = "tcp"
+    dest: int = 0
+
+
+@register
+@dataclass
+class VipConfig:
+    """Item of ``state.vips`` (sender: watcher; readers: elector, dns, api).
+
+    Key: the etcd key suffix, ``<ip>`` or ``<ip>:<port>``. ``port`` is 0 for a floating VIP
+    and the key's port for a port-only mapping (then ``ip`` may be ``0.0.0.0``)."""
+
+    ip: str
+    app: str
+    proc: str
+    ports: List[PortSpec]
+    excluded_nodes: List[str] = field(default_factory=list)
+    port: int = 0
+
+
+@register
+@dataclass
+class DomainEntry:
+    """Item of ``state.domains`` (sender: watcher; readers: dns, api).
+
+    Key: the lower-cased name, wildcards as ``*.suffix``. ``type`` is ``""``, ``node`` or
+    ``webrouter``; ``ips`` holds the valid addresses (both families) for type ``""``."""
+
+    name: str
+    ips: List[str]
+    type: str = ""
+
+
+@register
+@dataclass
+class DomainServers:
+    """Item of ``state.domain_servers`` (sender: watcher; readers: dns, api).
+
+    Key: the lower-cased domain. ``servers`` are ``ip#port`` strings as in etcd."""
+
+    domain: str
+    servers: List[str]
+
+
+@register
+@dataclass
+class LocalContainer:
+    """Item of ``state.containers`` (sender: watcher; readers: elector).
+
+    Key: ``<app>/<proc>``: the lowest-InstanceNo container of that proc on this node."""
+
+    app: str
+    proc: str
+    instance_no: int
+    container_id: str
+    container_ip: str
+    container_port: int
+    node_name: str
+    node_ip: str
+
+
+@register
+@dataclass
+class ProcNodes:
+    """Item of ``state.proc_nodes`` (sender: watcher; readers: elector).
+
+    Key: ``<app>/<proc>``: every node name that runs a container of the proc, used to
+    count eligible nodes for fair spreading."""
+
+    app: str
+    proc: str
+    nodes: List[str]
+
+
+@register
+@dataclass
+class LeaderAddress:
+    """Item of ``state.leaders`` (sender: watcher; readers: elector leader jobs).
+
+    Key: ``deployd`` or ``swarm``."""
+
+    name: str
+    ip: str
+    port: int
+
+
+@register
+@dataclass
+class AclList:
+    """Item of ``state.acl`` (sender: watcher; readers: applier).
+
+    Keys: ``whitelist_ips`` (``items`` = IPs/CIDRs), ``ex_ports/<proto>`` (``items`` =
+    ports), ``in_ports/<source>`` (``ports`` = {proto: [port]})."""
+
+    key: str
+    items: List[str] = field(default_factory=list)
+    ports: Dict[str, List[str]] = field(default_factory=dict)
+
+
+@register
+@dataclass
+class StreamrouterPool:
+    """Item ``pool`` of ``state.streamrouter`` (sender: watcher; readers: elector)."""
+
+    ips: List[str]
+
+
+@register
+@dataclass
+class AppsKey:
+    """Item of ``state.apps`` (sender: watcher; readers: elector leader jobs).
+
+    Key: ``<app>/<proc>/<ip>:<port>`` under ``/lain/networkd/apps``; ``node`` is the value."""
+
+    app: str
+    proc: str
+    ip: str
+    port: int
+    node: str
+
+
+@register
+@dataclass
+class ConfigError:
+    """Item of ``state.config_errors`` (senders: watcher, elector; readers: api, ctl).
+
+    Key: the etcd key. Also published once as the event ``config.error``."""
+
+    key: str
+    reason: str
+
+
+@register
+@dataclass
+class EtcdHealth:
+    """Item ``etcd`` of ``state.etcd`` (sender: watcher; readers: api, ctl)."""
+
+    connected: bool
+    revision: int
+    last_error: str = ""
+    endpoint: str = ""
+
+
+@register
+@dataclass
+class WatcherSync:
+    """Item ``sync`` of ``state.sync`` (sender: watcher; readers: elector, applier).
+
+    ``in_sync`` turns true once the first full read has been published."""
+
+    in_sync: bool
+    revision: int
+
+
+# ---------------------------------------------------------------------------------------
+# elector -> applier, api (VIP ownership; SPEC section 3 and 5)
+
+
+@register
+@dataclass
+class DesiredVip:
+    """Item of ``state.desired`` (sender: elector; readers: applier).
+
+    Key: ``<ip>`` for an owned floating VIP (``bind`` true), ``<ip>:<port>`` for a
+    port-only mapping served here (``bind`` false). ``rules`` lists the DNAT targets."""
+
+    ip: str
+    app: str
+    proc: str
+    container_ip: str
+    ports: List[PortSpec]
+    bind: bool = True
+
+
+@register
+@dataclass
+class VipStatus:
+    """Item of ``state.vip_status`` (sender: elector; readers: api, ctl).
+
+    ``state`` is OWNER, STANDBY, INELIGIBLE or EXCLUDED."""
+
+    ip: str
+    owner: str
+    state: str
+    ports: List[PortSpec]
+    lease_ttl_s: float
+
+
+@register
+@dataclass
+class LeaderInfo:
+    """Item ``leader`` of ``state.leader`` (sender: elector; readers: api, ctl)."""
+
+    hostname: str
+    is_self: bool
+
+
+@register
+@dataclass
+class LeaseHealth:
+    """Item ``lease`` of ``state.lease`` (sender: elector; readers: applier, api).
+
+    ``alive`` false means the lease could not be renewed in time (fencing applies)."""
+
+    lease_id: int
+    alive: bool
+    ttl_s: float
+    keepalive_ms: float = 0.0
+    keepalive_failures: int = 0
+
+
+# ---------------------------------------------------------------------------------------
+# applier -> elector, api
+
+
+@register
+@dataclass
+class AppliedVip:
+    """Item of ``state.applied`` (sender: applier; readers: elector, api).
+
+    Key as in ``state.desired``: what is actually on the host now."""
+
+    ip: str
+    bound: bool
+    rules: int
+
+
+@register
+@dataclass
+class DuplicateClaim:
+    """Event ``vip.duplicate`` (sender: applier; readers: elector, api, tap).
+
+    Another MAC announced a VIP this node holds."""
+
+    ip: str
+    mac: str
+    yielded: bool
+
+
+@register
+@dataclass
+class GarpSent:
+    """Event ``vip.garp`` (sender: applier; readers: api metrics, tap)."""
+
+    ip: str
+    count: int
+
+
+@register
+@dataclass
+class ApplierCounters:
+    """Item ``counters`` of ``state.applier`` (sender: applier; readers: api metrics)."""
+
+    garps_sent: int = 0
+    duplicate_claims: int = 0
+    reconciles: int = 0
+    repairs: int = 0
+
+
+# ---------------------------------------------------------------------------------------
+# resolvconf -> dns, api
+
+
+@register
+@dataclass
+class Upstreams:
+    """Item ``upstreams`` of ``state.upstreams`` (sender: resolvconf; readers: dns, api).
+
+    ``servers`` are ``ip`` or ``ip#port`` strings in resolv.conf order, ourselves skipped."""
+
+    servers: List[str]
+
+
+@register
+@dataclass
+class HostsEntry:
+    """Item of ``state.hosts`` (sender: resolvconf; readers: dns). Key: lower-cased name."""
+
+    name: str
+    ips: List[str]
+
+
+# ---------------------------------------------------------------------------------------
+# dns.N -> api
+
+
+@register
+@dataclass
+class DnsStats:
+    """Item ``stats`` of ``state.dns`` (sender: dns.N; readers: api, ctl)."""
+
+    replica: int
+    pid: int
+    queries: int = 0
+    rcodes: Dict[str, int] = field(default_factory=dict)
+    cache_hits: int = 0
+    forwarded: int = 0
+    upstream_failures: int = 0
+    forward_latency_buckets: Dict[str, int] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------
+# state topic -> item type (every reader decodes with it)
+
+STATE_TOPICS: Dict[str, type] = {
+    "state.workers": WorkerInfo,
+    "state.vips": VipConfig,
+    "state.domains": DomainEntry,
+    "state.domain_servers": DomainServers,
+    "state.containers": LocalContainer,
+    "state.proc_nodes": ProcNodes,
+    "state.leaders": LeaderAddress,
+    "state.acl": AclList,
+    "state.streamrouter": StreamrouterPool,
+    "state.apps": AppsKey,
+    "state.config_errors": ConfigError,
+    "state.etcd": EtcdHealth,
+    "state.sync": WatcherSync,
+    "state.desired": DesiredVip,
+    "state.vip_status": VipStatus,
+    "state.leader": LeaderInfo,
+    "state.lease": LeaseHealth,
+    "state.applied": AppliedVip,
+    "state.applier": ApplierCounters,
+    "state.upstreams": Upstreams,
+    "state.hosts": HostsEntry,
+    "state.dns": DnsStats,
+}

@@ -1,0 +1,22 @@
+"""Free loopback ports for test servers."""
+
+import socket
+from typing import List
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> List[int]:
+    """Ports free on ``host`` right now (all bound at once, so they are distinct)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    return free_ports(1, host)[0]
