@@ -32,8 +32,14 @@ getent passwd networkd >/dev/null || useradd --system -g networkd -d / -s /sbin/
 getent group networkd-dns >/dev/null || groupadd --system networkd-dns
 getent passwd networkd-dns >/dev/null || useradd --system -g networkd-dns -d / -s /sbin/nologin networkd-dns
 
-py=${PYTHON:-python3}
+# Debian's python3: its standard library is readable by the unprivileged workers (a
+# python under /root is not, once a worker has dropped to the networkd user).
+py=${PYTHON:-/usr/bin/python3}
+[ -x "$py" ] || py=python3
 stamp=.venv/.installed
+if [ -f .venv/pyvenv.cfg ] && grep -q '^home = /root' .venv/pyvenv.cfg; then
+    rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
     "$py" -m venv .venv
 fi

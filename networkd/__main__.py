@@ -1,0 +1,5 @@
+import sys
+
+from networkd.cli import main
+
+sys.exit(main())

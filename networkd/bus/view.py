@@ -1,0 +1,48 @@
+"""A subscriber to every publisher in a run dir, discovering new ones as they appear.
+
+Used by the api worker, ``networkdctl status`` and ``networkdctl tap``.
+"""
+
+import os
+import time
+from typing import Any, Dict, List, Optional
+
+from networkd.bus.codec import Envelope
+from networkd.bus.subscriber import Subscriber
+from networkd.status import publisher_names
+
+RESCAN_INTERVAL = 1.0
+
+
+class BusView:
+    def __init__(self, context: Any, run_dir: str, prefixes: List[str], exclude: str = "") -> None:
+        self.run_dir = run_dir
+        self.prefixes = prefixes
+        self.exclude = exclude
+        self.subscriber = Subscriber(context, run_dir, {})
+        self._next_scan = 0.0
+        self.rescan()
+
+    def rescan(self) -> None:
+        for name in publisher_names(self.run_dir):
+            if name != self.exclude and name not in self.subscriber.sources:
+                self.subscriber.add_source(name, self.prefixes)
+        self._next_scan = time.monotonic() + RESCAN_INTERVAL
+
+    def poll(self, timeout_ms: int = 100) -> List[Envelope]:
+        if time.monotonic() >= self._next_scan:
+            self.rescan()
+        return self.subscriber.poll(timeout_ms)
+
+    def mirror(self, sender: str, topic: str) -> Optional[Dict[str, Any]]:
+        return self.subscriber.state(sender, topic)
+
+    @property
+    def sources(self) -> List[str]:
+        return self.subscriber.sources
+
+    def live_sources(self) -> List[str]:
+        return [n for n in self.sources if os.path.exists(os.path.join(self.run_dir, "bus", n, "pub.sock"))]
+
+    def close(self) -> None:
+        self.subscriber.close()

@@ -1,0 +1,364 @@
+"""The etcd key layout of SPEC sections 1 and 2, in one place: paths, parsers, builders.
+
+Inputs (read by the watcher) live under ``/lain/config``, ``/lain/deployd`` and
+``/lain/swarm``; outputs (written by the elector) under ``/lain/networkd`` and, for the
+leader jobs, back under ``/lain/config``. Every worker builds and parses keys here, never
+by hand, so a layout question has one answer.
+
+``classify(key)`` names the kind of an input key and returns its suffix; the parsers turn
+a suffix into typed parts or raise ``KeyLayoutError`` with a reason.
+"""
+
+import ipaddress
+import re
+from typing import List, NamedTuple, Optional, Tuple, Union
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+# --- inputs (SPEC section 1) -----------------------------------------------------------
+
+CONFIG_PREFIX = "/lain/config/"
+VIPS_PREFIX = "/lain/config/vips/"
+DOMAINS_PREFIX = "/lain/config/domains/"
+DOMAIN_SERVERS_PREFIX = "/lain/config/domain_servers/"
+STREAMROUTER_VIPPOOL = "/lain/config/streamrouter/vippool"
+WHITELIST_IPS = "/lain/config/whitelist_ips"
+WHITELIST_EX_PORTS_PREFIX = "/lain/config/whitelist_ex_ports/"
+WHITELIST_IN_PORTS_PREFIX = "/lain/config/whitelist_in_ports/"
+POD_GROUPS_PREFIX = "/lain/deployd/pod_groups/"
+DEPLOYD_LEADER = "/lain/deployd/leader"
+SWARM_LEADER = "/lain/swarm/docker/swarm/leader"
+
+# --- outputs (SPEC section 2) ----------------------------------------------------------
+
+NETWORKD_PREFIX = "/lain/networkd/"
+VIP_LOCKS_PREFIX = "/lain/networkd/vips/"
+VIP_LOCK_SUFFIX = ".lock"
+LEADER = "/lain/networkd/leader"
+APPS_PREFIX = "/lain/networkd/apps/"
+TINYDNS_FQDNS_PREFIX = "/lain/config/tinydns_fqdns/"
+DEPLOYD_DOMAIN = "/lain/config/domains/deployd.lain"
+SWARM_DOMAIN = "/lain/config/domains/swarm.lain"
+
+# --- kinds of input keys (what the watcher reads) --------------------------------------
+
+KIND_VIP = "vip"
+KIND_DOMAIN = "domain"
+KIND_DOMAIN_SERVERS = "domain_servers"
+KIND_POD_GROUP = "pod_group"
+KIND_LEADER = "leader"
+KIND_STREAMROUTER = "streamrouter"
+KIND_WHITELIST_IPS = "whitelist_ips"
+KIND_WHITELIST_EX_PORTS = "whitelist_ex_ports"
+KIND_WHITELIST_IN_PORTS = "whitelist_in_ports"
+KIND_APPS = "apps"
+
+# Leader keys by name (the item keys of ``state.leaders``).
+LEADER_KEYS = {"deployd": DEPLOYD_LEADER, "swarm": SWARM_LEADER}
+LEADER_NAMES = {path: name for name, path in LEADER_KEYS.items()}
+
+
+class WatchRange(NamedTuple):
+    """One range the watcher reads and watches: a prefix, or one exact key."""
+
+    key: str
+    prefix: bool
+
+
+# Everything the watcher reads. ``/lain/config/`` covers vips, domains, domain servers,
+# the streamrouter pool and the ACL keys in one range; unknown keys there are ignored.
+WATCH_RANGES: Tuple[WatchRange, ...] = (
+    WatchRange(CONFIG_PREFIX, True),
+    WatchRange(POD_GROUPS_PREFIX, True),
+    WatchRange(DEPLOYD_LEADER, False),
+    WatchRange(SWARM_LEADER, False),
+    WatchRange(APPS_PREFIX, True),
+)
+
+
+class KeyLayoutError(ValueError):
+    """A key under one of our prefixes whose shape is wrong; the message says why."""
+
+
+def classify(key: str) -> Optional[Tuple[str, str]]:
+    """``(kind, suffix)`` for an input key, None for a key networkd does not read.
+
+    The suffix is what follows the kind's prefix (for exact keys: the key itself).
+    """
+    if key.startswith(CONFIG_PREFIX):
+        if key.startswith(VIPS_PREFIX):
+            return KIND_VIP, key[len(VIPS_PREFIX) :]
+        if key.startswith(DOMAINS_PREFIX):
+            return KIND_DOMAIN, key[len(DOMAINS_PREFIX) :]
+        if key.startswith(DOMAIN_SERVERS_PREFIX):
+            return KIND_DOMAIN_SERVERS, key[len(DOMAIN_SERVERS_PREFIX) :]
+        if key == STREAMROUTER_VIPPOOL:
+            return KIND_STREAMROUTER, key
+        if key == WHITELIST_IPS:
+            return KIND_WHITELIST_IPS, key
+        if key.startswith(WHITELIST_EX_PORTS_PREFIX):
+            return KIND_WHITELIST_EX_PORTS, key[len(WHITELIST_EX_PORTS_PREFIX) :]
+        if key.startswith(WHITELIST_IN_PORTS_PREFIX):
+            return KIND_WHITELIST_IN_PORTS, key[len(WHITELIST_IN_PORTS_PREFIX) :]
+        return None
+    if key.startswith(POD_GROUPS_PREFIX):
+        return KIND_POD_GROUP, key[len(POD_GROUPS_PREFIX) :]
+    if key in LEADER_NAMES:
+        return KIND_LEADER, key
+    if key.startswith(APPS_PREFIX):
+        return KIND_APPS, key[len(APPS_PREFIX) :]
+    return None
+
+
+# --- addresses and ports ---------------------------------------------------------------
+
+
+def parse_ip(text: str) -> IPAddress:
+    """An IPv4 or IPv6 address (no zone, no brackets); raises KeyLayoutError."""
+    if not isinstance(text, str) or not text or "%" in text or text.strip() != text:
+        raise KeyLayoutError(f"not an IP address: {text!r}")
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise KeyLayoutError(f"not an IP address: {text!r}") from None
+
+
+def parse_port(text: str) -> int:
+    """A port number 1..65535 written in decimal digits; raises KeyLayoutError."""
+    if not text.isdigit() or not text.isascii() or len(text) > 5 or not 0 < int(text) < 65536:
+        raise KeyLayoutError(f"not a port in 1..65535: {text!r}")
+    return int(text)
+
+
+def split_ip_port(text: str) -> Tuple[str, int]:
+    """``ip:port`` or ``[v6]:port`` into (normalised ip, port); raises KeyLayoutError."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise KeyLayoutError(f"expected ip:port, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise KeyLayoutError(f"IPv6 address needs brackets in ip:port: {text!r}")
+    return str(parse_ip(host)), parse_port(port_text)
+
+
+def join_ip_port(ip: str, port: int) -> str:
+    """The inverse of ``split_ip_port``: IPv6 addresses get brackets."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+# --- /lain/config/vips -----------------------------------------------------------------
+
+
+class VipKey(NamedTuple):
+    """A parsed VIP key suffix: ``port`` 0 for a floating VIP, else a port-only mapping."""
+
+    ip: str
+    port: int
+
+    @property
+    def floating(self) -> bool:
+        return self.port == 0
+
+
+def parse_vip_suffix(suffix: str) -> VipKey:
+    """``<ip>`` (floating) or ``<ip>:<port>`` / ``[<v6>]:<port>`` (port-only).
+
+    A suffix that is a whole IPv6 address is a floating VIP even if it ends in ``:<digits>``;
+    IPv6 port-only keys use brackets.
+    """
+    try:
+        ip = parse_ip(suffix)
+    except KeyLayoutError:
+        pass
+    else:
+        if ip.is_unspecified or ip.is_multicast:
+            raise KeyLayoutError(f"a floating VIP must be a unicast address: {suffix!r}")
+        return VipKey(str(ip), 0)
+    if ":" not in suffix:
+        raise KeyLayoutError(f"VIP key is neither <ip> nor <ip>:<port>: {suffix!r}")
+    ip_text, port = split_ip_port(suffix)
+    return VipKey(ip_text, port)
+
+
+def vip_key(ip: str, port: int = 0) -> str:
+    """``/lain/config/vips/<ip>`` or, with a port, ``/lain/config/vips/<ip>:<port>``."""
+    return VIPS_PREFIX + (join_ip_port(ip, port) if port else ip)
+
+
+def vip_item_key(ip: str, port: int = 0) -> str:
+    """The item key of ``state.vips``: the VIP key suffix."""
+    return join_ip_port(ip, port) if port else ip
+
+
+def vip_lock(ip: str) -> str:
+    """``/lain/networkd/vips/<ip>.lock``: the lock of floating VIP ``ip``."""
+    return f"{VIP_LOCKS_PREFIX}{ip}{VIP_LOCK_SUFFIX}"
+
+
+def parse_vip_lock(key: str) -> Optional[str]:
+    """The VIP of a lock key, or None if ``key`` is not a well-formed lock key."""
+    if not key.startswith(VIP_LOCKS_PREFIX) or not key.endswith(VIP_LOCK_SUFFIX):
+        return None
+    text = key[len(VIP_LOCKS_PREFIX) : -len(VIP_LOCK_SUFFIX)]
+    try:
+        return str(parse_ip(text))
+    except KeyLayoutError:
+        return None
+
+
+# --- domains ---------------------------------------------------------------------------
+
+_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
+
+
+def normalize_domain(text: str, allow_wildcard: bool = False) -> str:
+    """Lower-case a DNS name and check it (labels of 1-63 letters, digits, ``-``, ``_``).
+
+    With ``allow_wildcard`` the name may be ``*.suffix`` (one-label suffixes included).
+    A trailing dot is dropped. Raises KeyLayoutError.
+    """
+    name = text.lower()
+    if name.endswith(".") and name != ".":
+        name = name[:-1]
+    body = name
+    if allow_wildcard and name.startswith("*."):
+        body = name[2:]
+    if not body or len(body) > 253:
+        raise KeyLayoutError(f"not a DNS name: {text!r}")
+    for label in body.split("."):
+        if not _LABEL.match(label):
+            raise KeyLayoutError(f"not a DNS name: {text!r} (bad label {label!r})")
+    return name
+
+
+def is_wildcard(name: str) -> bool:
+    return name.startswith("*.")
+
+
+def domain_key(name: str) -> str:
+    """``/lain/config/domains/<name>`` (``name`` may be ``*.suffix``)."""
+    return DOMAINS_PREFIX + name
+
+
+def domain_servers_key(domain: str) -> str:
+    """``/lain/config/domain_servers/<domain>``."""
+    return DOMAIN_SERVERS_PREFIX + domain
+
+
+def tinydns_fqdn_key(name: str) -> str:
+    """``/lain/config/tinydns_fqdns/<name>``."""
+    return TINYDNS_FQDNS_PREFIX + name
+
+
+# --- ACL -------------------------------------------------------------------------------
+
+ACL_WHITELIST_IPS = "whitelist_ips"
+
+
+def acl_item_key(kind: str, suffix: str) -> str:
+    """Item key of ``state.acl``: ``whitelist_ips``, ``ex_ports/<proto>``, ``in_ports/<src>``."""
+    if kind == KIND_WHITELIST_IPS:
+        return ACL_WHITELIST_IPS
+    if kind == KIND_WHITELIST_EX_PORTS:
+        return f"ex_ports/{suffix}"
+    return f"in_ports/{suffix}"
+
+
+def whitelist_ex_ports_key(proto: str) -> str:
+    return WHITELIST_EX_PORTS_PREFIX + proto
+
+
+def whitelist_in_ports_key(source: str) -> str:
+    return WHITELIST_IN_PORTS_PREFIX + source
+
+
+# --- pod groups ------------------------------------------------------------------------
+
+
+class PodGroupKey(NamedTuple):
+    app: str
+    podgroup: str
+
+
+def parse_pod_group_suffix(suffix: str) -> PodGroupKey:
+    """``<app>/<podgroup>``; raises KeyLayoutError for any other depth."""
+    parts = suffix.split("/")
+    if len(parts) != 2 or not all(parts):
+        raise KeyLayoutError(f"expected /lain/deployd/pod_groups/<app>/<podgroup>, got suffix {suffix!r}")
+    return PodGroupKey(parts[0], parts[1])
+
+
+def pod_group_key(app: str, podgroup: str) -> str:
+    return f"{POD_GROUPS_PREFIX}{app}/{podgroup}"
+
+
+def proc_item_key(app: str, proc: str) -> str:
+    """Item key of ``state.containers`` and ``state.proc_nodes``: ``<app>/<proc>``."""
+    return f"{app}/{proc}"
+
+
+# --- leaders ---------------------------------------------------------------------------
+
+
+def leader_name(key: str) -> Optional[str]:
+    """``deployd`` or ``swarm`` for a leader key, else None."""
+    return LEADER_NAMES.get(key)
+
+
+# --- /lain/networkd/apps ---------------------------------------------------------------
+
+
+class AppsKeyParts(NamedTuple):
+    app: str
+    proc: str
+    ip: str
+    port: int
+
+
+def apps_key(app: str, proc: str, ip: str, port: int) -> str:
+    """``/lain/networkd/apps/<app>/<proc>/<ip>:<port>``."""
+    return f"{APPS_PREFIX}{app}/{proc}/{join_ip_port(ip, port)}"
+
+
+def apps_prefix(app: str, proc: str) -> str:
+    """``/lain/networkd/apps/<app>/<proc>/``: the range of one proc's apps keys."""
+    return f"{APPS_PREFIX}{app}/{proc}/"
+
+
+def parse_apps_suffix(suffix: str) -> AppsKeyParts:
+    """``<app>/<proc>/<ip>:<port>``; raises KeyLayoutError."""
+    parts = suffix.split("/")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise KeyLayoutError(f"expected /lain/networkd/apps/<app>/<proc>/<ip>:<port>, got suffix {suffix!r}")
+    ip, port = split_ip_port(parts[2])
+    return AppsKeyParts(parts[0], parts[1], ip, port)
+
+
+def apps_item_key(app: str, proc: str, ip: str, port: int) -> str:
+    """Item key of ``state.apps``: the key suffix ``<app>/<proc>/<ip>:<port>``."""
+    return f"{app}/{proc}/{join_ip_port(ip, port)}"
+
+
+def parse_apps_key(key: str) -> Optional[AppsKeyParts]:
+    """The parts of a full apps key, or None when it is not one."""
+    if not key.startswith(APPS_PREFIX):
+        return None
+    try:
+        return parse_apps_suffix(key[len(APPS_PREFIX) :])
+    except KeyLayoutError:
+        return None
+
+
+def prefix_range_end(prefix: str) -> bytes:
+    """The etcd ``range_end`` of a prefix range: the prefix with its last byte + 1."""
+    raw = bytearray(prefix.encode())
+    for i in range(len(raw) - 1, -1, -1):
+        if raw[i] < 0xFF:
+            raw[i] += 1
+            return bytes(raw[: i + 1])
+    return b"\0"
+
+
+def all_input_prefixes() -> List[str]:
+    return [r.key for r in WATCH_RANGES]

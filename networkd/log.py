@@ -1,0 +1,51 @@
+"""Logging: one line per event on stderr (journald) or in -log.file, reopened on USR1.
+
+Lines read ``<worker> <LEVEL> <stable phrase> key=value ...``; under journald (detected
+by ``JOURNAL_STREAM``) the timestamp is left to the journal.
+"""
+
+import logging
+import os
+import sys
+from typing import Optional
+
+from networkd.config import Config
+
+_handler: Optional[logging.Handler] = None
+_path = ""
+
+
+def _formatter(name: str) -> logging.Formatter:
+    if os.environ.get("JOURNAL_STREAM"):
+        return logging.Formatter(f"{name} %(levelname)s %(message)s")
+    return logging.Formatter(f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s")
+
+
+def setup(config: Config, name: str) -> None:
+    """Configure the root networkd logger for this process."""
+    global _handler, _path
+    root = logging.getLogger("networkd")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    _path = config.log_file
+    handler: logging.Handler
+    if _path:
+        handler = logging.FileHandler(_path, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_formatter(name))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if config.verbose else logging.INFO)
+    root.propagate = False
+    _handler = handler
+
+
+def reopen() -> None:
+    """Reopen the log file (after logrotate moved it); stderr needs nothing."""
+    if isinstance(_handler, logging.FileHandler):
+        _handler.acquire()
+        try:
+            _handler.close()
+            _handler.stream = _handler._open()
+        finally:
+            _handler.release()

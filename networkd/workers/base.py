@@ -1,0 +1,195 @@
+"""What every worker process runs before its own ``main``: the worker runtime.
+
+The supervisor starts workers through a multiprocessing fork server, so the forking
+process has no gRPC channel, ZeroMQ context or thread. In the new process this module
+sets the process title and the parent-death signal, sets up logging, drops privileges,
+installs the signal handlers, and then calls ``networkd.workers.<module>.main(ctx)``.
+
+Signals to a worker: TERM or HUP ask for a restart (exit quickly, touch nothing on the
+host); INT is the supervisor's final stop (tear down what the worker owns, then exit);
+USR1 reopens the log file.
+"""
+
+import ctypes
+import dataclasses
+import grp
+import importlib
+import logging
+import os
+import pwd
+import signal
+import socket
+import sys
+import time
+from types import FrameType
+from typing import Any, Dict, List, Optional
+
+from networkd import log as logsetup
+from networkd.config import Config
+
+PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
+
+# Exit codes a worker returns; EXIT_FATAL means "restarting will not help".
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_FATAL = 78  # EX_CONFIG
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeIdentity:
+    """This node's name and address, resolved once by the supervisor."""
+
+    hostname: str
+    address: str
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerLaunch:
+    """Everything a worker process receives from the supervisor (pickled)."""
+
+    name: str
+    module: str
+    config: Config
+    node: NodeIdentity
+    user: str
+    replica: int = 0
+
+
+class WorkerContext:
+    """The worker's view of the daemon: config, identity, bus helpers, stop flags."""
+
+    def __init__(self, launch: WorkerLaunch, fds: Optional[Dict[str, Any]] = None) -> None:
+        self.name = launch.name
+        self.config = launch.config
+        self.run_dir = launch.config.run_dir
+        self.hostname = launch.node.hostname
+        self.node_address = launch.node.address
+        self.replica = launch.replica
+        self.fds: Dict[str, Any] = dict(fds or {})
+        self.log = logging.getLogger(f"networkd.{launch.name}")
+        self.stopping = False
+        self.final = False
+        self.started_at = time.time()
+        self._zmq: Any = None
+
+    @property
+    def state_dir(self) -> str:
+        """A directory this worker's uid may write (e.g. the elector's lease file)."""
+        return os.path.join(self.run_dir, "state", self.name.split(".")[0])
+
+    @property
+    def zmq_context(self) -> Any:
+        if self._zmq is None:
+            import zmq
+
+            self._zmq = zmq.Context()
+        return self._zmq
+
+    def publisher(self) -> Any:
+        from networkd.bus.publisher import Publisher
+
+        return Publisher(self.zmq_context, self.run_dir, self.name, epoch=self.started_at)
+
+    def subscriber(self, sources: Dict[str, List[str]]) -> Any:
+        from networkd.bus.subscriber import Subscriber
+
+        return Subscriber(self.zmq_context, self.run_dir, sources)
+
+    def dns_replica_names(self) -> List[str]:
+        return [f"dns.{i}" for i in range(self.config.dns_replicas)]
+
+    def request_stop(self, final: bool) -> None:
+        self.stopping = True
+        self.final = self.final or final
+
+    def close(self) -> None:
+        if self._zmq is not None:
+            self._zmq.destroy(linger=0)
+            self._zmq = None
+
+
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
+    """Die with the parent: systemd restarting the unit leaves no orphans behind."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def set_no_new_privs() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+
+
+def resolve_user(name: str, fallback: str = "nobody") -> pwd.struct_passwd:
+    """The account to run as; falls back to ``nobody`` (with a warning) when missing."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        logging.getLogger("networkd").warning("user missing name=%s fallback=%s", name, fallback)
+        return pwd.getpwnam(fallback)
+
+
+def drop_privileges(user: str) -> None:
+    """Become ``user`` for good: no supplementary groups, no capabilities, no way back."""
+    if user == "root" or os.geteuid() != 0:
+        return
+    account = resolve_user(user)
+    os.setgroups([])
+    os.setgid(account.pw_gid)
+    os.setuid(account.pw_uid)
+    set_no_new_privs()
+
+
+def group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def process_title(name: str) -> str:
+    if name.startswith("dns."):
+        return f"networkd: dns [{name.split('.', 1)[1]}]"
+    return f"networkd: {name}"
+
+
+def worker_entry(launch: WorkerLaunch, fds: Dict[str, socket.socket]) -> None:
+    """Process target: runs in the new worker process."""
+    set_parent_death_signal()
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(process_title(launch.name))
+    except ImportError:  # pragma: no cover - a dependency; the title is cosmetic
+        pass
+    logsetup.setup(launch.config, launch.name)
+    ctx = WorkerContext(launch, fds)
+
+    def on_restart(signum: int, frame: Optional[FrameType]) -> None:
+        ctx.request_stop(final=False)
+
+    def on_final(signum: int, frame: Optional[FrameType]) -> None:
+        ctx.request_stop(final=True)
+
+    def on_reopen(signum: int, frame: Optional[FrameType]) -> None:
+        logsetup.reopen()
+
+    signal.signal(signal.SIGTERM, on_restart)
+    signal.signal(signal.SIGHUP, on_restart)
+    signal.signal(signal.SIGINT, on_final)
+    signal.signal(signal.SIGUSR1, on_reopen)
+    try:
+        # Import first: the code is read with root's rights, then the rights go.
+        module = importlib.import_module(f"networkd.workers.{launch.module}")
+        drop_privileges(launch.user)
+        code = module.main(ctx)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    except BaseException:
+        ctx.log.exception("worker crashed name=%s", launch.name)
+        code = EXIT_ERROR
+    finally:
+        ctx.close()
+        logging.shutdown()
+    sys.stdout.flush()
+    os._exit(int(code or 0))
