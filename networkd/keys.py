@@ -285,7 +285,9 @@ def parse_pod_group_suffix(suffix: str) -> PodGroupKey:
     """``<app>/<podgroup>``; raises KeyLayoutError for any other depth."""
     parts = suffix.split("/")
     if len(parts) != 2 or not all(parts):
-        raise KeyLayoutError(f"expected /lain/deployd/pod_groups/<app>/<podgroup>, got suffix {suffix!r}")
+        raise KeyLayoutError(
+            f"expected /lain/deployd/pod_groups/<app>/<podgroup>, got suffix {suffix!r}"
+        )
     return PodGroupKey(parts[0], parts[1])
 
 
@@ -330,7 +332,9 @@ def parse_apps_suffix(suffix: str) -> AppsKeyParts:
     """``<app>/<proc>/<ip>:<port>``; raises KeyLayoutError."""
     parts = suffix.split("/")
     if len(parts) != 3 or not parts[0] or not parts[1]:
-        raise KeyLayoutError(f"expected /lain/networkd/apps/<app>/<proc>/<ip>:<port>, got suffix {suffix!r}")
+        raise KeyLayoutError(
+            f"expected /lain/networkd/apps/<app>/<proc>/<ip>:<port>, got suffix {suffix!r}"
+        )
     ip, port = split_ip_port(parts[2])
     return AppsKeyParts(parts[0], parts[1], ip, port)
 

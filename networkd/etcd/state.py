@@ -253,6 +253,8 @@ class ClusterState:
             self.items[T_PROC_NODES].pop(proc_key, None)
         local = [c for c in containers if c.node_name == self.hostname and c.container_ip]
         if local:
-            self.items[T_CONTAINERS][proc_key] = min(local, key=lambda c: (c.instance_no, c.container_id))
+            self.items[T_CONTAINERS][proc_key] = min(
+                local, key=lambda c: (c.instance_no, c.container_id)
+            )
         else:
             self.items[T_CONTAINERS].pop(proc_key, None)

@@ -135,7 +135,9 @@ def _object(value: Any, where: str, problems: Problems) -> Dict[str, Any]:
     return value
 
 
-def _string(obj: Dict[str, Any], name: str, where: str, problems: Problems, required: bool = True) -> str:
+def _string(
+    obj: Dict[str, Any], name: str, where: str, problems: Problems, required: bool = True
+) -> str:
     value = obj.get(name)
     path = f"{where}{name}"
     if value is None:
@@ -230,13 +232,19 @@ def _vip(suffix: str, value: bytes, problems: Problems) -> Parsed:
             proto = "tcp"
             if not _absent(proto_value):
                 if not isinstance(proto_value, str):
-                    problems.add(f"{where}.proto", f"expected a string, got {_type_name(proto_value)}")
+                    problems.add(
+                        f"{where}.proto", f"expected a string, got {_type_name(proto_value)}"
+                    )
                 elif proto_value.strip().lower() not in PROTOS:
                     problems.add(f"{where}.proto", f"unknown protocol {proto_value!r} (tcp or udp)")
                 else:
                     proto = proto_value.strip().lower()
             dest_value = raw.get("dest")
-            dest = src if _absent(dest_value) else parse_port_value(dest_value, f"{where}.dest", problems)
+            dest = (
+                src
+                if _absent(dest_value)
+                else parse_port_value(dest_value, f"{where}.dest", problems)
+            )
             if len(problems.items) != count:
                 continue
             ident = f"{src}/{proto}"
@@ -257,7 +265,14 @@ def _vip(suffix: str, value: bytes, problems: Problems) -> Parsed:
     return Parsed(
         keys.KIND_VIP,
         item_key,
-        VipConfig(ip=vip.ip, app=app.strip(), proc=proc.strip(), ports=ports, excluded_nodes=excluded, port=vip.port),
+        VipConfig(
+            ip=vip.ip,
+            app=app.strip(),
+            proc=proc.strip(),
+            ports=ports,
+            excluded_nodes=excluded,
+            port=vip.port,
+        ),
     )
 
 
@@ -291,7 +306,9 @@ def _domain(suffix: str, value: bytes, problems: Problems) -> Parsed:
         raise _Rejected
     if dropped:
         log.debug("domain ips dropped name=%s dropped=%r", name, dropped[:5])
-    return Parsed(keys.KIND_DOMAIN, name, DomainEntry(name=name, ips=ips, type=str(kind).strip().lower()))
+    return Parsed(
+        keys.KIND_DOMAIN, name, DomainEntry(name=name, ips=ips, type=str(kind).strip().lower())
+    )
 
 
 def parse_server(text: Any, path: str, problems: Problems) -> str:
@@ -331,7 +348,9 @@ def _domain_servers(suffix: str, value: bytes, problems: Problems) -> Parsed:
     return Parsed(keys.KIND_DOMAIN_SERVERS, domain, DomainServers(domain=domain, servers=servers))
 
 
-def _int_field(obj: Dict[str, Any], name: str, path: str, problems: Problems, default: int = 0) -> int:
+def _int_field(
+    obj: Dict[str, Any], name: str, path: str, problems: Problems, default: int = 0
+) -> int:
     value = obj.get(name)
     if value is None:
         return default
@@ -343,7 +362,7 @@ def _int_field(obj: Dict[str, Any], name: str, path: str, problems: Problems, de
 
 def _pod_group(suffix: str, value: bytes, problems: Problems) -> Parsed:
     try:
-        pg_key = keys.parse_pod_group_suffix(suffix)
+        keys.parse_pod_group_suffix(suffix)
     except keys.KeyLayoutError as exc:
         problems.add("key", str(exc))
         raise _Rejected
@@ -397,7 +416,9 @@ def _pod_group(suffix: str, value: bytes, problems: Problems) -> Parsed:
     if problems:
         raise _Rejected
     item_key = keys.proc_item_key(app, proc)
-    return Parsed(keys.KIND_POD_GROUP, item_key, PodGroupInfo(app=app, proc=proc, containers=containers))
+    return Parsed(
+        keys.KIND_POD_GROUP, item_key, PodGroupInfo(app=app, proc=proc, containers=containers)
+    )
 
 
 def _plain_text(value: bytes, problems: Problems) -> str:
@@ -458,7 +479,7 @@ def parse_source(text: Any, path: str, problems: Problems) -> str:
         if len(problems.items) != count:
             return ""
         ipa, ipb = ipaddress.ip_address(a), ipaddress.ip_address(b)
-        if ipa.version != ipb.version or ipa > ipb:
+        if ipa.version != ipb.version or int(ipa) > int(ipb):
             problems.add(path, f"not an address range: {text!r}")
             return ""
         return f"{a}-{b}"
@@ -508,7 +529,9 @@ def _acl(kind: str, suffix: str, value: bytes, problems: Problems) -> Parsed:
                 items.append(source)
         if problems:
             raise _Rejected
-        return Parsed(kind, keys.ACL_WHITELIST_IPS, AclList(key=keys.ACL_WHITELIST_IPS, items=items))
+        return Parsed(
+            kind, keys.ACL_WHITELIST_IPS, AclList(key=keys.ACL_WHITELIST_IPS, items=items)
+        )
     if kind == keys.KIND_WHITELIST_EX_PORTS:
         proto = suffix.lower()
         if proto not in PROTOS:
@@ -525,7 +548,9 @@ def _acl(kind: str, suffix: str, value: bytes, problems: Problems) -> Parsed:
     by_proto: Dict[str, List[str]] = {}
     if raw_ports is not None and not isinstance(raw_ports, dict):
         problems.add("ports", f"expected an object of proto: [ports], got {_type_name(raw_ports)}")
-    for proto_name, port_values in sorted((raw_ports or {}).items()) if isinstance(raw_ports, dict) else []:
+    for proto_name, port_values in (
+        sorted((raw_ports or {}).items()) if isinstance(raw_ports, dict) else []
+    ):
         proto = proto_name.lower()
         if proto not in PROTOS:
             problems.add(f"ports.{proto_name}", "unknown protocol (tcp or udp)")
@@ -553,7 +578,11 @@ def _apps(suffix: str, value: bytes, problems: Problems) -> Parsed:
     if problems:
         raise _Rejected
     item_key = keys.apps_item_key(parts.app, parts.proc, parts.ip, parts.port)
-    return Parsed(keys.KIND_APPS, item_key, AppsKey(app=parts.app, proc=parts.proc, ip=parts.ip, port=parts.port, node=node))
+    return Parsed(
+        keys.KIND_APPS,
+        item_key,
+        AppsKey(app=parts.app, proc=parts.proc, ip=parts.ip, port=parts.port, node=node),
+    )
 
 
 _BY_SUFFIX: Dict[str, Callable[[str, bytes, Problems], Parsed]] = {
@@ -582,7 +611,11 @@ def validate(key: str, value: bytes) -> Optional[Parsed]:
             problems.add("value", f"expected bytes, got {type(value).__name__}")
             raise _Rejected
         value = bytes(value)
-        if kind in (keys.KIND_WHITELIST_IPS, keys.KIND_WHITELIST_EX_PORTS, keys.KIND_WHITELIST_IN_PORTS):
+        if kind in (
+            keys.KIND_WHITELIST_IPS,
+            keys.KIND_WHITELIST_EX_PORTS,
+            keys.KIND_WHITELIST_IN_PORTS,
+        ):
             parsed = _acl(kind, suffix, value, problems)
         else:
             parsed = _BY_SUFFIX[kind](suffix, value, problems)
