@@ -151,7 +151,7 @@ def drain(source: "queue.Queue[Any]", wait: float = DRAIN_WAIT) -> List[Any]:
 def main(ctx: Any) -> int:
     pub = ctx.publisher()
     publisher = StatePublisher(pub, ctx.hostname)
-    inbox: "queue.Queue[Any]" = queue.Queue()
+    inbox: queue.Queue[Any] = queue.Queue()
     reader = EtcdReader(EtcdConnector(ctx.config), inbox)
     log.info(
         "watcher starting hostname=%s endpoints=%s",
