@@ -197,9 +197,7 @@ def error_response(data: bytes, rcode: int) -> Optional[bytes]:
                 question = data[12 : qend + 4]
     except FormatError:
         question = b""
-    return (
-        HEADER.pack(qid, response_flags(flags, rcode), 1 if question else 0, 0, 0, 0) + question
-    )
+    return HEADER.pack(qid, response_flags(flags, rcode), 1 if question else 0, 0, 0, 0) + question
 
 
 def encode_name(name: str) -> bytes:

@@ -1,0 +1,1 @@
+"""The DNS server of SPEC section 4: wire format, local zone, cache, forwarding, replicas."""
