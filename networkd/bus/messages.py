@@ -186,9 +186,13 @@ class AclList:
 @register
 @dataclass
 class StreamrouterPool:
-    """Item ``pool`` of ``state.streamrouter`` (sender: watcher; readers: elector)."""
+    """Item ``pool`` of ``state.streamrouter`` (sender: watcher; readers: elector).
+
+    ``ports``: the streamrouter's stream ports (the Go daemon had them from lainlet),
+    written into each pool VIP by the leader's streamrouter job; empty when unknown."""
 
     ips: List[str]
+    ports: List[int] = field(default_factory=list)
 
 
 @register

@@ -87,7 +87,9 @@ class DockerCheck:
 
     def _query(self, container_id: str) -> Optional[bool]:
         try:
-            status, body = unix_http_get(self.path, f"/containers/{container_id}/json", self.timeout)
+            status, body = unix_http_get(
+                self.path, f"/containers/{container_id}/json", self.timeout
+            )
         except OSError as exc:
             if not self._warned:
                 self._warned = True

@@ -27,7 +27,7 @@ log = logging.getLogger("networkd.elector")
 
 def lease_ttl_seconds(ttl: float) -> int:
     """etcd grants whole seconds; never less than requested."""
-    return max(1, int(math.ceil(ttl)))
+    return max(1, math.ceil(ttl))
 
 
 def read_lease_file(path: str) -> int:
@@ -204,7 +204,8 @@ class LeaseKeeper:
                 with self._lock:
                     self._lease_id = stored
                 return
-            if remaining > 0:
+            # TTL is whole seconds remaining (0: under a second), -1 when not found.
+            if remaining >= 0:
                 with self._lock:
                     self._lease_id = stored
                 self._resumed = True
@@ -258,7 +259,11 @@ class LeaseKeeper:
             self._server_ttl = float(ttl)
             self._latency_ms = (self._clock() - sent) * 1000.0
             if self._consecutive_failures:
-                log.info("lease renewed again id=%x after_failures=%d", lease_id, self._consecutive_failures)
+                log.info(
+                    "lease renewed again id=%x after_failures=%d",
+                    lease_id,
+                    self._consecutive_failures,
+                )
             self._consecutive_failures = 0
 
     def _failed(self, reason: str) -> None:

@@ -57,7 +57,7 @@ class KeyMirror:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._call: Any = None
-        self._requests: "Optional[queue.Queue[Any]]" = None
+        self._requests: Optional[queue.Queue[Any]] = None
         self.resyncs = 0
 
     # -- public view -------------------------------------------------------------------
@@ -180,7 +180,9 @@ class KeyMirror:
             self._data = data
             self._revision = max(self._revision, revision)
         if not self._synced or not self._connected:
-            log.info("etcd mirror loaded prefix=%s keys=%d revision=%d", self.prefix, len(data), revision)
+            log.info(
+                "etcd mirror loaded prefix=%s keys=%d revision=%d", self.prefix, len(data), revision
+            )
         self._synced = True
         self._connected = True
         self.resyncs += 1
@@ -190,7 +192,7 @@ class KeyMirror:
     def _watch(self, start_revision: int) -> None:
         from etcd3 import etcdrpc
 
-        requests: "queue.Queue[Any]" = queue.Queue()
+        requests: queue.Queue[Any] = queue.Queue()
         create = etcdrpc.WatchCreateRequest(
             key=self.prefix.encode(),
             range_end=prefix_range_end(self.prefix),
@@ -210,7 +212,11 @@ class KeyMirror:
         try:
             for response in call:
                 if response.compact_revision:
-                    log.warning("etcd watch compacted prefix=%s revision=%d", self.prefix, response.compact_revision)
+                    log.warning(
+                        "etcd watch compacted prefix=%s revision=%d",
+                        self.prefix,
+                        response.compact_revision,
+                    )
                     return
                 if response.canceled:
                     return
@@ -231,7 +237,9 @@ class KeyMirror:
                 key = kv.key.decode("utf-8", errors="replace")
                 revision = int(kv.mod_revision)
                 if event.type == 0:  # PUT
-                    self._apply(key, Entry(decode_value(kv.value), int(kv.lease), revision), revision)
+                    self._apply(
+                        key, Entry(decode_value(kv.value), int(kv.lease), revision), revision
+                    )
                 else:  # DELETE (also lease expiry)
                     self._apply(key, None, revision)
             self._revision = max(self._revision, int(response.header.revision))

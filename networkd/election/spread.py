@@ -15,7 +15,7 @@ Settled state: no node holds more than ``ceil(VIPs of the proc / eligible live n
 
 import hashlib
 import math
-from typing import Collection, Dict, Iterable, List, Optional, Sequence
+from typing import Collection, Dict, Iterable, List, Mapping, Optional, Sequence
 
 STEP_S = 0.05
 
@@ -24,7 +24,7 @@ def fair_share(vip_count: int, node_count: int) -> int:
     """``ceil(vips / nodes)``: the most any node holds once ownership settles."""
     if vip_count <= 0:
         return 0
-    return int(math.ceil(vip_count / max(1, node_count)))
+    return math.ceil(vip_count / max(1, node_count))
 
 
 def _score(vip: str, node: str) -> bytes:
@@ -42,7 +42,9 @@ def rendezvous_rank(vip: str, node: str, nodes: Iterable[str]) -> int:
     return order.index(node)
 
 
-def compete_delay(held: int, share: int, rank: int, over_share_delay: float, step: float = STEP_S) -> float:
+def compete_delay(
+    held: int, share: int, rank: int, over_share_delay: float, step: float = STEP_S
+) -> float:
     """Seconds to wait after a lock is seen free before contending for it."""
     base = (held + rank) * step
     if share and held >= share:
@@ -55,7 +57,7 @@ def pick_giveaway(
     hostname: str,
     share: int,
     others_held: Dict[str, int],
-    eligible_for: Dict[str, Collection[str]],
+    eligible_for: Mapping[str, Collection[str]],
     blocked: Collection[str] = (),
 ) -> Optional[str]:
     """A VIP this node should give away to rebalance, or None.
@@ -70,7 +72,9 @@ def pick_giveaway(
     for vip in held_vips:
         if vip in blocked:
             continue
-        takers = [n for n in eligible_for.get(vip, ()) if n != hostname and others_held.get(n, 0) < share]
+        takers = [
+            n for n in eligible_for.get(vip, ()) if n != hostname and others_held.get(n, 0) < share
+        ]
         if not takers:
             continue
         rank = rendezvous_rank(vip, hostname, list(eligible_for.get(vip, ())) + [hostname])

@@ -34,7 +34,9 @@ def _lease_compare(key: str, lease_id: int) -> Any:
     return LeaseCompare(key) == lease_id
 
 
-def _header_revision(client: Any, compare: List[Any], success: List[Any], failure: List[Any]) -> TxnResult:
+def _header_revision(
+    client: Any, compare: List[Any], success: List[Any], failure: List[Any]
+) -> TxnResult:
     """Run a transaction through the raw stub so that the header revision is known."""
     from etcd3 import etcdrpc
 
@@ -72,7 +74,9 @@ class OwnedKeys:
             self.mirror.note_put(key, text, lease_id, result.revision)
         return result
 
-    def rebind(self, key: str, old_lease: int, lease_id: int, value: Optional[str] = None) -> TxnResult:
+    def rebind(
+        self, key: str, old_lease: int, lease_id: int, value: Optional[str] = None
+    ) -> TxnResult:
         """Move our key from a previous lease of ours to the current one, if unchanged."""
         from etcd3 import transactions
 
@@ -108,7 +112,10 @@ class OwnedKeys:
 
         return _header_revision(
             self.client,
-            [transactions.Value(fence_key) == self.hostname, _lease_compare(fence_key, fence_lease)],
+            [
+                transactions.Value(fence_key) == self.hostname,
+                _lease_compare(fence_key, fence_lease),
+            ],
             [transactions.Put(key, value)],
             [],
         )

@@ -1,0 +1,178 @@
+"""One decision step for the floating VIPs (pure logic, no etcd, no clock).
+
+Given the configured VIPs, this node's eligibility, every lock holder and what is in the
+desired set now, it says per VIP: keep (publish as desired), compete (after a delay),
+release (remove from desired, then delete our lock), rebind (our hostname under an old
+lease of ours: move it to the current lease without touching the address), and the
+status shown to operators.
+
+Fencing ``hold``: a VIP this node has in its desired set stays there while its lock is
+merely *absent* (etcd unreachable, or our lease expired and the lock went with it) and
+we are still eligible: it is re-contended at once, and dropped only when another node
+demonstrably holds the lock (or the applier yielded to another node's announcement).
+Fencing ``strict``: a VIP is kept only while the lock is ours; the worker additionally
+drops every bound VIP when the lease is not alive.
+"""
+
+import dataclasses
+from typing import Dict, List, NamedTuple, Optional, Set, Tuple
+
+from networkd.bus.messages import LocalContainer, VipConfig
+from networkd.election import spread
+from networkd.election.eligibility import ELIGIBLE, OWNER, STANDBY, proc_key
+
+
+class Holder(NamedTuple):
+    """A lock's value (the holder's hostname) and the lease it is bound to."""
+
+    hostname: str
+    lease: int
+
+
+@dataclasses.dataclass
+class VipPlan:
+    status: Dict[str, Tuple[str, str]] = dataclasses.field(
+        default_factory=dict
+    )  # ip -> (state, owner)
+    keep: Dict[str, LocalContainer] = dataclasses.field(default_factory=dict)
+    compete: Dict[str, float] = dataclasses.field(default_factory=dict)  # ip -> delay
+    release: Dict[str, int] = dataclasses.field(
+        default_factory=dict
+    )  # ip -> lease of our lock (0: none)
+    rebind: Dict[str, int] = dataclasses.field(default_factory=dict)  # ip -> old lease
+    giveaway: Set[str] = dataclasses.field(default_factory=set)
+
+
+@dataclasses.dataclass
+class PlanInput:
+    hostname: str
+    lease_id: int
+    alive: bool
+    fencing: str
+    configs: Dict[str, VipConfig]  # floating VIPs by ip
+    local: Dict[str, Tuple[str, Optional[LocalContainer]]]  # ip -> (eligibility, container)
+    locks: Dict[str, Holder]  # every VIP lock by ip
+    live_nodes: Set[str]
+    proc_nodes: Dict[str, List[str]]  # "<app>/<proc>" -> node names running it
+    desired_now: Set[str] = dataclasses.field(default_factory=set)
+    releasing: Set[str] = dataclasses.field(default_factory=set)
+    yielded: Set[str] = dataclasses.field(default_factory=set)
+    giveaway_blocked: Set[str] = dataclasses.field(default_factory=set)
+    over_share_delay: float = 4.0
+
+
+def plan_vips(p: PlanInput) -> VipPlan:
+    out = VipPlan()
+    me = p.hostname
+    live = set(p.live_nodes) | {h.hostname for h in p.locks.values()} | {me}
+
+    def is_ours(h: Optional[Holder]) -> bool:
+        return h is not None and h.hostname == me and p.lease_id != 0 and h.lease == p.lease_id
+
+    def is_mine(h: Optional[Holder]) -> bool:  # ours under any lease
+        return h is not None and h.hostname == me
+
+    # Per proc: the eligible live nodes and how many VIPs of the proc each holds.
+    by_proc: Dict[str, List[str]] = {}
+    for ip, cfg in p.configs.items():
+        by_proc.setdefault(proc_key(cfg.app, cfg.proc), []).append(ip)
+    nodes_of: Dict[str, Set[str]] = {}
+    held_of: Dict[str, Dict[str, int]] = {}
+    for pk, ips in by_proc.items():
+        nodes = {n for n in p.proc_nodes.get(pk, []) if n in live}
+        if any(p.local.get(ip, ("", None))[0] == ELIGIBLE for ip in ips):
+            nodes.add(me)
+        nodes_of[pk] = nodes
+        counts: Dict[str, int] = {}
+        for ip in ips:
+            h = p.locks.get(ip)
+            if h is not None:
+                counts[h.hostname] = counts.get(h.hostname, 0) + 1
+        held_of[pk] = counts
+
+    for ip in sorted(p.configs):
+        cfg = p.configs[ip]
+        pk = proc_key(cfg.app, cfg.proc)
+        state, container = p.local.get(ip, (ELIGIBLE, None))
+        h = p.locks.get(ip)
+        owner = h.hostname if h is not None else ""
+        if ip in p.releasing:
+            out.status[ip] = (STANDBY if state == ELIGIBLE else state, owner)
+            continue
+        if state != ELIGIBLE or container is None:
+            out.status[ip] = (state, owner)
+            if is_mine(h):
+                assert h is not None
+                out.release[ip] = h.lease
+            elif ip in p.desired_now:
+                out.release[ip] = 0
+            continue
+        if is_ours(h):
+            out.keep[ip] = container
+            out.status[ip] = (OWNER, me)
+            continue
+        if is_mine(h):
+            assert h is not None
+            # Our hostname under a previous lease (restart with a lost lease file, or a
+            # re-granted lease): take it over without releasing the address.
+            out.rebind[ip] = h.lease
+            out.keep[ip] = container
+            out.status[ip] = (OWNER, me)
+            continue
+        if h is not None:
+            # Another node holds it.
+            out.status[ip] = (STANDBY, owner)
+            if ip in p.desired_now:
+                out.release[ip] = 0  # drop from desired; the lock is not ours to delete
+            continue
+        # The lock is free.
+        out.status[ip] = (STANDBY, "")
+        held = held_of[pk].get(me, 0)
+        if ip in p.desired_now and p.fencing == "hold" and ip not in p.yielded:
+            out.keep[ip] = container
+            out.status[ip] = (OWNER, me)
+            if p.alive:
+                out.compete[ip] = 0.0
+            continue
+        if ip in p.desired_now:
+            out.release[ip] = 0
+        if not p.alive:
+            continue
+        nodes = nodes_of[pk]
+        share = spread.fair_share(len(by_proc[pk]), len(nodes))
+        eligible_nodes = [n for n in nodes if n not in cfg.excluded_nodes]
+        rank = spread.rendezvous_rank(ip, me, eligible_nodes)
+        out.compete[ip] = spread.compete_delay(held, share, rank, p.over_share_delay)
+
+    # Locks of ours for VIPs that are no longer configured: release them.
+    for ip, h in p.locks.items():
+        if ip not in p.configs and is_mine(h) and ip not in p.releasing:
+            out.release[ip] = h.lease
+    for ip in p.desired_now:
+        if ip not in p.configs and ip not in out.release and ip not in p.releasing:
+            out.release[ip] = 0
+
+    # Rebalance: one VIP per proc at a time, only with a live lease.
+    if p.alive:
+        for pk, ips in by_proc.items():
+            if any(ip in p.releasing for ip in ips):
+                continue
+            nodes = nodes_of[pk]
+            share = spread.fair_share(len(ips), len(nodes))
+            mine = sorted(ip for ip in ips if ip in out.keep and is_ours(p.locks.get(ip)))
+            others_held = {n: c for n, c in held_of[pk].items() if n != me and n in nodes}
+            for n in nodes:
+                others_held.setdefault(n, 0)
+            eligible_for = {
+                ip: [n for n in nodes if n not in p.configs[ip].excluded_nodes] for ip in ips
+            }
+            vip = spread.pick_giveaway(
+                mine, me, share, others_held, eligible_for, p.giveaway_blocked
+            )
+            if vip is not None:
+                h = p.locks[vip]
+                del out.keep[vip]
+                out.release[vip] = h.lease
+                out.giveaway.add(vip)
+                out.status[vip] = (STANDBY, me)
+    return out

@@ -1,0 +1,191 @@
+"""The ``elector`` worker (unprivileged): node lease, VIP locks, leader and leader jobs.
+
+Main thread: bus only (ZeroMQ sockets belong to the thread that made them). It mirrors
+the watcher's cluster state and the applier's ``state.applied``, hands them to the
+controller thread (``networkd.election.core``), and publishes what the controller
+decided: ``state.desired``, ``state.vip_status``, ``state.leader``, ``state.lease``,
+``state.config_errors``. ``state.desired`` is created only once the controller knows
+which locks are ours, so the applier never sees an empty set from a restarted elector.
+
+Fencing ``strict`` is enforced here, not in the controller: whenever the lease is not
+alive the bound VIPs leave the published desired set, even while the controller thread
+is stuck in a slow etcd call.
+
+Stops: a plain restart (TERM/HUP) touches nothing and keeps the lease (the next elector
+resumes it). A final stop (INT) releases every VIP in order (desired empty, applier
+shows them gone, locks deleted), resigns leadership and revokes the lease.
+"""
+
+import os
+import time
+from typing import Any, Dict, Optional
+
+from networkd.bus.messages import DuplicateClaim, LeaseHealth
+from networkd.election.core import ElectorCore, Inputs, Outputs
+from networkd.election.etcdconn import connect
+from networkd.workers.base import WorkerContext
+
+WATCHER_TOPICS = [
+    "state.vips",
+    "state.containers",
+    "state.proc_nodes",
+    "state.leaders",
+    "state.apps",
+    "state.streamrouter",
+    "state.sync",
+]
+APPLIER_TOPICS = ["state.applied", "vip.duplicate"]
+LEASE_REPUBLISH_S = 5.0
+
+
+def lease_path(ctx: WorkerContext) -> str:
+    return os.path.join(ctx.state_dir, "lease")
+
+
+def read_inputs(sub: Any) -> Inputs:
+    def copy(sender: str, topic: str) -> Optional[Dict[str, Any]]:
+        items = sub.state(sender, topic)
+        return dict(items) if items is not None else None
+
+    vips = copy("watcher", "state.vips")
+    containers = copy("watcher", "state.containers")
+    sync = copy("watcher", "state.sync") or {}
+    in_sync = any(getattr(item, "in_sync", False) for item in sync.values())
+    pool = (copy("watcher", "state.streamrouter") or {}).get("pool")
+    return Inputs(
+        vips=vips or {},
+        containers=containers or {},
+        proc_nodes=copy("watcher", "state.proc_nodes") or {},
+        leaders=copy("watcher", "state.leaders") or {},
+        apps=copy("watcher", "state.apps") or {},
+        streamrouter=pool,
+        watcher_synced=in_sync and vips is not None and containers is not None,
+        applied=copy("applier", "state.applied"),
+    )
+
+
+class ElectorPublisher:
+    """Publishes the controller's outputs; creates ``state.desired`` only when ready."""
+
+    def __init__(self, ctx: WorkerContext, pub: Any, core: ElectorCore) -> None:
+        self.ctx = ctx
+        self.pub = pub
+        self.core = core
+        self.strict = ctx.config.vip_fencing == "strict"
+        self.lease_topic = pub.state("state.lease")
+        self.desired_topic: Any = None
+        self.status_topic: Any = None
+        self.leader_topic: Any = None
+        self.errors_topic: Any = None
+        self._version = -1
+        self._alive: Optional[bool] = None
+        self._lease_at = 0.0
+        self._lease_seen: Optional[LeaseHealth] = None
+        self._errors_seen: Dict[str, Any] = {}
+
+    def publish(self) -> Outputs:
+        out = self.core.outputs()
+        alive = self.core.keeper.alive()
+        self._publish_lease()
+        if not out.ready:
+            return out
+        if out.version == self._version and alive == self._alive:
+            return out
+        self._version = out.version
+        self._alive = alive
+        if self.desired_topic is None:
+            self.desired_topic = self.pub.state("state.desired")
+            self.status_topic = self.pub.state("state.vip_status")
+            self.leader_topic = self.pub.state("state.leader")
+            self.errors_topic = self.pub.state("state.config_errors")
+        desired = out.desired
+        if self.strict and not alive:
+            desired = {k: v for k, v in desired.items() if not v.bind}
+        self.desired_topic.replace(desired)
+        self.status_topic.replace(out.vip_status)
+        self.leader_topic.replace(out.leader)
+        for key, err in out.config_errors.items():
+            if self._errors_seen.get(key) != err:
+                self.ctx.log.warning("config rejected key=%s reason=%s", key, err.reason)
+                self.pub.event("config.error", err)
+        self._errors_seen = dict(out.config_errors)
+        self.errors_topic.replace(out.config_errors)
+        return out
+
+    def _publish_lease(self) -> None:
+        health = self.core.keeper.health()
+        now = time.monotonic()
+        seen = self._lease_seen
+        changed = (
+            seen is None
+            or seen.alive != health.alive
+            or seen.lease_id != health.lease_id
+            or seen.keepalive_failures != health.keepalive_failures
+        )
+        if changed or now - self._lease_at >= LEASE_REPUBLISH_S:
+            self._lease_seen = health
+            self._lease_at = now
+            self.lease_topic.set("lease", health)
+
+
+def main(ctx: WorkerContext) -> int:
+    config = ctx.config
+    pub = ctx.publisher()
+    sub = ctx.subscriber({"watcher": WATCHER_TOPICS, "applier": APPLIER_TOPICS})
+    core = ElectorCore(
+        config,
+        ctx.hostname,
+        ctx.node_address,
+        lease_path(ctx),
+        connect=lambda timeout: connect(config, timeout),
+    )
+    core.start()
+    out_pub = ElectorPublisher(ctx, pub, core)
+    ctx.log.info(
+        "elector started hostname=%s ttl_s=%s fencing=%s lease=%x resumed=%s",
+        ctx.hostname,
+        config.vip_ttl,
+        config.vip_fencing,
+        core.keeper.lease_id,
+        core.keeper.resumed,
+    )
+    try:
+        while not ctx.stopping:
+            _pump(sub, core)
+            out_pub.publish()
+            pub.poll()
+        if ctx.final:
+            ctx.log.info("elector final stop: releasing VIPs, resigning, revoking the lease")
+            core.begin_final()
+            deadline = time.monotonic() + max(2.0, min(config.stop_timeout - 1.0, 8.0))
+            while time.monotonic() < deadline:
+                _pump(sub, core)
+                out = out_pub.publish()
+                pub.poll()
+                if out.final_done:
+                    break
+            else:
+                ctx.log.warning("elector final stop timed out: lease left to expire")
+            # Let the last deltas reach the subscribers.
+            end = time.monotonic() + 0.1
+            while time.monotonic() < end:
+                pub.poll(20)
+    finally:
+        core.stop()
+        pub.close()
+        sub.close()
+    return 0
+
+
+def _pump(sub: Any, core: ElectorCore) -> None:
+    envelopes = sub.poll(timeout_ms=50)
+    if not envelopes:
+        return
+    changed = False
+    for env in envelopes:
+        if env.topic == "vip.duplicate" and isinstance(env.body, DuplicateClaim):
+            core.note_duplicate(env.body.ip, env.body.yielded)
+        elif env.topic.startswith("state."):
+            changed = True
+    if changed:
+        core.set_inputs(read_inputs(sub))

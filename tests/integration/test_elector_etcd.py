@@ -1,0 +1,169 @@
+"""LeaseKeeper, KeyMirror and OwnedKeys against a real etcd (no bus, no workers)."""
+
+import os
+import threading
+import time
+
+import pytest
+
+from networkd.config import Config
+from networkd.election.etcdconn import connect
+from networkd.election.lease import LeaseKeeper, read_lease_file
+from networkd.election.mirror import KeyMirror
+from networkd.election.store import OwnedKeys
+
+
+def _connector(etcd):
+    config = Config(etcd_endpoints=(etcd.endpoint,))
+    return lambda timeout=1.0: connect(config, timeout)
+
+
+def _wait(predicate, timeout, step=0.01):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def test_lease_kept_alive_resumed_after_restart_and_expires_when_abandoned(etcd, tmp_path):
+    conn = _connector(etcd)
+    path = str(tmp_path / "lease")
+    keeper = LeaseKeeper(lambda: conn(0.4), 1.0, path, hostname="n1")
+    keeper.start()
+    lease_id = keeper.lease_id
+    assert lease_id and keeper.alive() and not keeper.resumed
+    assert read_lease_file(path) == lease_id
+    client = etcd.client()
+    client.put("/t/k", "v", lease=lease_id)
+    time.sleep(2.5)  # 2.5 TTLs: only keep-alives hold it
+    assert client.get("/t/k")[0] == b"v"
+    assert keeper.alive()
+    health = keeper.health()
+    assert health.lease_id == lease_id and health.alive and health.keepalive_failures == 0
+    keeper.stop()  # a plain restart: no revoke
+
+    again = LeaseKeeper(lambda: conn(0.4), 1.0, path, hostname="n1")
+    again.start()
+    assert again.lease_id == lease_id and again.resumed and again.alive()
+    assert client.get("/t/k")[0] == b"v"
+    again.stop()
+
+    # Abandoned past its TTL: the key goes with it and the next keeper gets a new lease.
+    assert _wait(lambda: client.get("/t/k")[0] is None, 3.0)
+    third = LeaseKeeper(lambda: conn(0.4), 1.0, path, hostname="n1")
+    third.start()
+    assert third.lease_id and third.lease_id != lease_id and not third.resumed
+    assert third.revoke()
+    assert not os.path.exists(path)
+    third.stop()
+    client.close()
+
+
+def test_lease_not_alive_before_it_can_expire_then_regranted(etcd, tmp_path):
+    conn = _connector(etcd)
+    changes = threading.Event()
+    keeper = LeaseKeeper(lambda: conn(0.2), 2.0, str(tmp_path / "lease"), on_change=changes.set)
+    keeper.start()
+    first = keeper.lease_id
+    gen = keeper.generation
+    etcd.pause()
+    paused_at = time.monotonic()
+    try:
+        assert _wait(lambda: not keeper.alive(), 3.0)
+        dead_after = time.monotonic() - paused_at
+        # The last renewal was sent before the pause, so the server's expiry is at least
+        # ttl after it; alive() turns false a safety margin earlier than that.
+        assert keeper.margin >= 0.3
+        assert dead_after <= keeper.ttl - keeper.margin + 0.1, dead_after
+        assert keeper.health().keepalive_failures >= 1
+        time.sleep(1.5)
+    finally:
+        etcd.resume()
+    # etcd expires the lease once it runs again; the keeper notices and re-grants.
+    assert _wait(lambda: keeper.alive() and keeper.generation > gen, 5.0)
+    assert keeper.lease_id != first
+    keeper.revoke()
+    keeper.stop()
+
+
+def test_mirror_follows_puts_deletes_expiry_and_survives_etcd_restart(etcd):
+    client = etcd.client()
+    client.put("/lain/networkd/a", "1")
+    woke = threading.Event()
+    mirror = KeyMirror(_connector(etcd)(1.0), "/lain/networkd/", on_change=woke.set)
+    mirror.start()
+    try:
+        assert mirror.wait_synced(3.0)
+        assert mirror.get("/lain/networkd/a").value == "1"
+        client.put("/lain/networkd/b", "2")
+        client.put("/lain/other", "x")
+        assert _wait(lambda: mirror.get("/lain/networkd/b") is not None, 2.0)
+        assert mirror.get("/lain/other") is None
+        lease = client.lease(1)
+        client.put("/lain/networkd/c", "3", lease=lease.id)
+        assert _wait(lambda: mirror.get("/lain/networkd/c") is not None, 2.0)
+        assert mirror.get("/lain/networkd/c").lease == lease.id
+        assert _wait(lambda: mirror.get("/lain/networkd/c") is None, 4.0)  # expired
+        client.delete("/lain/networkd/a")
+        assert _wait(lambda: mirror.get("/lain/networkd/a") is None, 2.0)
+        etcd.restart()
+        client = etcd.client()
+        client.put("/lain/networkd/d", "4")
+        assert _wait(lambda: mirror.get("/lain/networkd/d") is not None, 5.0)
+        assert mirror.get("/lain/networkd/b").value == "2"
+    finally:
+        mirror.stop()
+        client.close()
+
+
+def test_owned_keys_claim_rebind_release_and_fencing(etcd):
+    conn = _connector(etcd)
+    c1, c2 = conn(1.0), conn(1.0)
+    l1, l1b, l2 = c1.lease(5).id, c1.lease(5).id, c2.lease(5).id
+    n1, n2 = OwnedKeys(c1, "n1"), OwnedKeys(c2, "n2")
+    key = "/lain/networkd/vips/10.0.0.1.lock"
+    assert n1.claim(key, l1).succeeded
+    assert not n2.claim(key, l2).succeeded
+    assert not n1.claim(key, l1).succeeded  # create-if-absent: never overwrites
+    assert not n2.release(key, l2).succeeded  # not n2's
+    assert not n1.release(key, l1b).succeeded  # ours by name but another lease
+    assert n1.rebind(key, l1, l1b).succeeded
+    value, meta = c1.get(key)
+    assert value == b"n1" and meta.lease_id == l1b
+    # Leader-fenced writes: only while the leader key is ours.
+    leader = "/lain/networkd/leader"
+    assert n1.claim(leader, l1).succeeded
+    assert n1.fenced_put("/lain/config/x", "v1", leader, l1).succeeded
+    assert not n2.fenced_put("/lain/config/x", "v2", leader, l2).succeeded
+    assert not n1.fenced_put("/lain/config/x", "v3", leader, l1b).succeeded
+    assert not n1.fenced_delete("/lain/config/x", "other", leader, l1).succeeded
+    assert n1.fenced_delete("/lain/config/x", "v1", leader, l1).succeeded
+    assert n1.release(key, l1b).succeeded
+    assert c1.get(key)[0] is None
+    c1.close()
+    c2.close()
+
+
+@pytest.mark.parametrize("contenders", [3])
+def test_claim_race_has_exactly_one_winner(etcd, contenders):
+    conn = _connector(etcd)
+    clients = [conn(1.0) for _ in range(contenders)]
+    stores = [OwnedKeys(c, f"n{i}") for i, c in enumerate(clients)]
+    leases = [c.lease(5).id for c in clients]
+    results = [None] * contenders
+    barrier = threading.Barrier(contenders)
+
+    def run(i):
+        barrier.wait()
+        results[i] = stores[i].claim("/lain/networkd/vips/10.9.9.9.lock", leases[i]).succeeded
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(contenders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(1 for r in results if r) == 1
+    for c in clients:
+        c.close()
