@@ -12,6 +12,7 @@ duplicates collapse to one, and rules are compared exactly (``10.0.0.1/32`` neve
 ``110.0.0.1/32``). One commit per batch, under the xtables lock.
 """
 
+import ctypes
 import ipaddress
 import logging
 import time
@@ -211,13 +212,12 @@ class NatResult:
 class NatRules:
     """Our nat chains through python-iptables (IPv4 table; IPv6 when a v6 VIP needs it).
 
-    ``apply`` is idempotent. It reads our chains fully when ``verify`` is set or when the
-    rule count differs from what it left last time; otherwise it trusts its own record
-    (outside in-place edits are caught by the next verifying pass)."""
+    ``apply`` is idempotent and always compares against the kernel's rules. Entries are
+    recognised by their bytes (minus counters); ``verify`` drops that memo and parses all."""
 
     def __init__(self) -> None:
-        self._known: Dict[int, Dict[str, List[Optional[NatRule]]]] = {}
         self._rule_cache: Dict[NatRule, Any] = {}
+        self._parsed: Dict[bytes, Optional[NatRule]] = {}
 
     # -- python-iptables access ---------------------------------------------------------
 
@@ -270,10 +270,35 @@ class NatRules:
             entry = table.next_rule(entry)
         return count
 
+    @staticmethod
+    def _fingerprint(entry: Any) -> bytes:
+        """The entry's bytes without counters and back pointer: equal bytes, equal rule."""
+        kind = type(entry)
+        raw = bytearray(ctypes.string_at(ctypes.addressof(entry), entry.next_offset))
+        for name in ("counters", "comefrom"):
+            desc = getattr(kind, name)
+            raw[desc.offset : desc.offset + desc.size] = bytes(desc.size)
+        return bytes(raw)
+
     def _read_chain(self, table: Any, chain: str) -> List[Optional[NatRule]]:
+        """The chain's rules; entries seen before are recognised by their bytes, so only
+        new or changed entries are parsed (parsing is the slow part of python-iptables)."""
         iptc = self._iptc()
         ch = iptc.Chain(table, chain)
-        return [parse_nat_rule(chain, rule_fields(rule)) for rule in ch.rules]
+        out: List[Optional[NatRule]] = []
+        entry = table.first_rule(chain)
+        while entry:
+            key = self._fingerprint(entry)
+            if key in self._parsed:
+                out.append(self._parsed[key])
+            else:
+                parsed = parse_nat_rule(chain, rule_fields(table.create_rule(entry, ch)))
+                if len(self._parsed) > 50000:
+                    self._parsed.clear()
+                self._parsed[key] = parsed
+                out.append(parsed)
+            entry = table.next_rule(entry)
+        return out
 
     # -- operations ---------------------------------------------------------------------
 
@@ -323,15 +348,12 @@ class NatRules:
                 fixed = self._fix_jump(table, family, builtin, chain)
                 result.jumps_fixed += fixed
                 changed = changed or bool(fixed)
-            known = self._known.get(family, {})
+            if verify:
+                self._parsed.clear()
             after: Dict[str, List[Optional[NatRule]]] = {}
             for chain in JUMPS.values():
                 want = [rule for rule in desired if rule.chain == chain]
-                cached = known.get(chain)
-                if verify or cached is None or len(cached) != self._count(table, chain):
-                    actual = self._read_chain(table, chain)
-                else:
-                    actual = list(cached)
+                actual = self._read_chain(table, chain)
                 plan = plan_chain(want, actual)
                 ch = iptc.Chain(table, chain)
                 if plan.rebuild:
@@ -356,7 +378,6 @@ class NatRules:
             if changed:
                 table.commit()
                 table.refresh()
-            self._known[family] = after
         for rules in after.values():
             result.actual.extend(r for r in rules if r is not None)
         log.debug("nat applied family=%d seconds=%.3f", family, time.monotonic() - started)
@@ -414,5 +435,4 @@ class NatRules:
                 if family == 4:
                     raise
                 log.debug("nat ipv6 cleanup skipped reason=%s", exc)
-            self._known.pop(family, None)
         return removed

@@ -1,0 +1,26 @@
+"""A throwaway namespace with an agent running Python inside it (for adapter tests)."""
+
+import uuid
+from typing import Iterator, Tuple
+
+import pytest
+
+from tests.lab.agent import NsAgent
+from tests.lab.netns import add_netns, del_netns, ip, ns_exec
+
+
+@pytest.fixture
+def nsagent() -> Iterator[Tuple[str, NsAgent]]:
+    name = f"nwt{uuid.uuid4().hex[:8]}"
+    add_netns(name)
+    ip("link", "add", "eth0", "type", "veth", "peer", "name", "peer0", netns=name)
+    ip("addr", "add", "10.77.5.1/24", "dev", "eth0", netns=name)
+    ip("link", "set", "eth0", "up", netns=name)
+    ip("link", "set", "peer0", "up", netns=name)
+    agent = NsAgent(name)
+    try:
+        yield name, agent
+    finally:
+        agent.close()
+        ns_exec(name, "true", check=False)
+        del_netns(name)
