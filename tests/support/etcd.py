@@ -1,15 +1,22 @@
 """A real etcd server for tests: started from the ``etcd`` binary in a temp dir.
 
 Helpers stop, restart, pause (SIGSTOP) and compact it. Every suite reuses it.
+``make_test_ca`` creates a throwaway CA with server and client certificates (openssl) for
+``EtcdServer(tls=...)``; ``TcpProxy`` sits between a client and etcd and can cut the
+connection (a partition) while etcd itself keeps running.
 """
 
+import dataclasses
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import tempfile
+import threading
 import time
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 from tests.support.ports import free_ports
 
@@ -19,19 +26,26 @@ ETCD_BINARY = shutil.which("etcd") or "/usr/bin/etcd"
 class EtcdServer:
     """One etcd member on loopback (or on ``host``, e.g. a bridge address in a lab)."""
 
-    def __init__(self, host: str = "127.0.0.1", data_dir: Optional[str] = None,
-                 extra_args: Optional[List[str]] = None, scheme: str = "http",
-                 netns: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        data_dir: Optional[str] = None,
+        extra_args: Optional[List[str]] = None,
+        scheme: str = "http",
+        netns: Optional[str] = None,
+        tls: Optional["TestCA"] = None,
+    ) -> None:
         if not os.path.exists(ETCD_BINARY):
             raise RuntimeError("etcd binary not found: run scripts/setup.sh (apt etcd-server)")
         self.host = host
         self.netns = netns
         self.client_port, self.peer_port = free_ports(2)
-        self.scheme = scheme
+        self.tls = tls
+        self.scheme = "https" if tls is not None else scheme
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="networkd-etcd-")
         self.extra_args = list(extra_args or [])
-        self.proc: Optional["subprocess.Popen[bytes]"] = None
+        self.proc: Optional[subprocess.Popen[bytes]] = None
         self.log_path = os.path.join(self.data_dir, "etcd.log")
 
     @property
@@ -42,18 +56,38 @@ class EtcdServer:
         peer = f"http://{self.host}:{self.peer_port}"
         cmd = [
             ETCD_BINARY,
-            "--name", "test",
-            "--data-dir", os.path.join(self.data_dir, "data"),
-            "--listen-client-urls", self.endpoint,
-            "--advertise-client-urls", self.endpoint,
-            "--listen-peer-urls", peer,
-            "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"test={peer}",
-            "--heartbeat-interval", "50",
-            "--election-timeout", "500",
-            "--log-level", "error",
+            "--name",
+            "test",
+            "--data-dir",
+            os.path.join(self.data_dir, "data"),
+            "--listen-client-urls",
+            self.endpoint,
+            "--advertise-client-urls",
+            self.endpoint,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            f"test={peer}",
+            "--heartbeat-interval",
+            "50",
+            "--election-timeout",
+            "500",
+            "--log-level",
+            "error",
             *self.extra_args,
         ]
+        if self.tls is not None:
+            cmd += [
+                "--cert-file",
+                self.tls.server_cert,
+                "--key-file",
+                self.tls.server_key,
+                "--trusted-ca-file",
+                self.tls.ca_cert,
+                "--client-cert-auth",
+            ]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
         return cmd
@@ -91,6 +125,15 @@ class EtcdServer:
     def client(self, timeout: float = 5.0) -> Any:
         import etcd3
 
+        if self.tls is not None:
+            return etcd3.client(
+                host=self.host,
+                port=self.client_port,
+                timeout=timeout,
+                ca_cert=self.tls.ca_cert,
+                cert_key=self.tls.client_key,
+                cert_cert=self.tls.client_cert,
+            )
         return etcd3.client(host=self.host, port=self.client_port, timeout=timeout)
 
     def stop(self) -> None:
@@ -135,6 +178,175 @@ def current_revision(client: Any) -> int:
     from etcd3.etcdrpc import rpc_pb2
 
     request = rpc_pb2.RangeRequest(key=b"\0", limit=1)
-    response = client.kvstub.Range(request, client.timeout, credentials=client.call_credentials,
-                                   metadata=client.metadata)
+    response = client.kvstub.Range(
+        request, client.timeout, credentials=client.call_credentials, metadata=client.metadata
+    )
     return int(response.header.revision)
+
+
+@dataclasses.dataclass
+class TestCA:
+    """Files of a throwaway CA, a server certificate (for ``host``) and a client certificate."""
+
+    directory: str
+    ca_cert: str
+    server_cert: str
+    server_key: str
+    client_cert: str
+    client_key: str
+
+
+def make_test_ca(directory: str, host: str = "127.0.0.1") -> TestCA:
+    """A CA plus server and client certificates (ECDSA P-256, valid one day), via openssl."""
+    os.makedirs(directory, exist_ok=True)
+
+    def path(name: str) -> str:
+        return os.path.join(directory, name)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run(
+        "req",
+        "-x509",
+        *newkey,
+        "-keyout",
+        path("ca.key"),
+        "-out",
+        path("ca.crt"),
+        "-days",
+        "1",
+        "-subj",
+        "/CN=networkd-test-ca",
+    )
+    for name, usage, san in (
+        ("server", "serverAuth,clientAuth", f"IP:{host},DNS:localhost"),
+        ("client", "clientAuth", "DNS:networkd"),
+    ):
+        with open(path(f"{name}.ext"), "w") as f:
+            f.write(f"subjectAltName={san}\nextendedKeyUsage={usage}\n")
+        run(
+            "req",
+            *newkey,
+            "-keyout",
+            path(f"{name}.key"),
+            "-out",
+            path(f"{name}.csr"),
+            "-subj",
+            f"/CN=networkd-test-{name}",
+        )
+        run(
+            "x509",
+            "-req",
+            "-in",
+            path(f"{name}.csr"),
+            "-CA",
+            path("ca.crt"),
+            "-CAkey",
+            path("ca.key"),
+            "-CAcreateserial",
+            "-out",
+            path(f"{name}.crt"),
+            "-days",
+            "1",
+            "-extfile",
+            path(f"{name}.ext"),
+        )
+    for name in os.listdir(directory):  # the unprivileged watcher must read them
+        os.chmod(path(name), 0o644)
+    return TestCA(
+        directory,
+        path("ca.crt"),
+        path("server.crt"),
+        path("server.key"),
+        path("client.crt"),
+        path("client.key"),
+    )
+
+
+class TcpProxy:
+    """A loopback TCP relay to ``target``. ``cut()`` drops every connection and refuses
+    new ones (clients see resets) until ``restore()``: a partition from etcd."""
+
+    def __init__(self, target: Tuple[str, int], host: str = "127.0.0.1") -> None:
+        self.target = target
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((host, 0))
+        self.listener.listen(64)
+        self.host = host
+        self.port = self.listener.getsockname()[1]
+        self.blocked = False
+        self._lock = threading.Lock()
+        self._conns: List[socket.socket] = []
+        self._closed = False
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.blocked:
+                _abort(client)
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=2)
+                upstream.settimeout(None)
+            except OSError:
+                _abort(client)
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+
+    def cut(self) -> None:
+        self.blocked = True
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for sock in conns:
+            _abort(sock)
+
+    def restore(self) -> None:
+        self.blocked = False
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        self.listener.close()
+
+
+def _abort(sock: socket.socket) -> None:
+    """Close with a reset (SO_LINGER 0), as a vanished peer would look."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
