@@ -49,9 +49,14 @@ class WatcherView:
     def health(self) -> Any:
         return (self.topic("state.etcd") or {}).get("etcd")
 
+    def in_sync(self) -> bool:
+        sync = (self.topic("state.sync") or {}).get("sync")
+        return bool(
+            sync is not None and sync.in_sync and all(self.topic(t) is not None for t in TOPICS)
+        )
+
     def wait_in_sync(self, timeout: float = 15.0) -> None:
-        wait_for(lambda: (self.topic("state.sync") or {}).get("sync") and self.topic("state.sync")["sync"].in_sync
-                 and all(self.topic(t) is not None for t in TOPICS), timeout, what="watcher in sync")  # fmt: skip
+        wait_for(self.in_sync, timeout, what="watcher in sync")
 
     def close(self) -> None:
         self.sub.close()
