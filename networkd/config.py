@@ -101,14 +101,22 @@ def _parse_bool(text: str) -> bool:
 
 # flag name -> (Config field, kind, help). kind is str, int, float, bool or "list".
 FLAGS: Dict[str, Tuple[str, str, str]] = {
-    "etcd.endpoint": ("etcd_endpoints", "list", "etcd endpoints, comma-separated (http:// or https://)"),
+    "etcd.endpoint": (
+        "etcd_endpoints",
+        "list",
+        "etcd endpoints, comma-separated (http:// or https://)",
+    ),
     "etcd.cacert": ("etcd_cacert", "str", "CA certificate for etcd TLS"),
     "etcd.cert": ("etcd_cert", "str", "client certificate for etcd TLS"),
     "etcd.key": ("etcd_key", "str", "client key for etcd TLS"),
     "etcd.user": ("etcd_user", "str", "etcd user name"),
     "etcd.password": ("etcd_password", "str", "etcd password"),
     "net.interface": ("net_interface", "str", "interface that carries the VIPs"),
-    "net.address": ("net_address", "str", "this node's address (default: first IPv4 of -net.interface)"),
+    "net.address": (
+        "net_address",
+        "str",
+        "this node's address (default: first IPv4 of -net.interface)",
+    ),
     "hostname": ("hostname", "str", "this node's name (default: the OS hostname)"),
     "domain": ("domain", "str", "extra domain served by the tinydns job"),
     "lock.filename": ("lock_filename", "str", "pid lock file; a second daemon holding it exits"),
@@ -151,15 +159,31 @@ def build_parser() -> argparse.ArgumentParser:
         default = getattr(defaults, field)
         if kind == "bool":
             parser.add_argument(
-                *names, dest=field, nargs="?", const=True, default=default, type=_parse_bool, help=help_text
+                *names,
+                dest=field,
+                nargs="?",
+                const=True,
+                default=default,
+                type=_parse_bool,
+                help=help_text,
             )
         elif kind == "list":
             shown = ",".join(default)
-            parser.add_argument(*names, dest=field, default=shown, help=f"{help_text} (default {shown!r})")
+            parser.add_argument(
+                *names, dest=field, default=shown, help=f"{help_text} (default {shown!r})"
+            )
         else:
             conv = {"str": str, "int": int, "float": float}[kind]
-            parser.add_argument(*names, dest=field, type=conv, default=default, help=f"{help_text} (default {default!r})")  # type: ignore[arg-type]
-    parser.add_argument("-version", "--version", action="store_true", help="print the version and exit")
+            parser.add_argument(
+                *names,
+                dest=field,
+                type=conv,
+                default=default,
+                help=f"{help_text} (default {default!r})",
+            )  # type: ignore[arg-type]
+    parser.add_argument(
+        "-version", "--version", action="store_true", help="print the version and exit"
+    )
     return parser
 
 

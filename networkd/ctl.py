@@ -15,14 +15,26 @@ DEFAULT_RUN_DIR = Config().run_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="networkdctl", description="control a running networkd", allow_abbrev=False)
-    parser.add_argument("-run.dir", "--run.dir", dest="run_dir", default=DEFAULT_RUN_DIR, help="the daemon's -run.dir")
+    parser = argparse.ArgumentParser(
+        prog="networkdctl", description="control a running networkd", allow_abbrev=False
+    )
+    parser.add_argument(
+        "-run.dir",
+        "--run.dir",
+        dest="run_dir",
+        default=DEFAULT_RUN_DIR,
+        help="the daemon's -run.dir",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_status = sub.add_parser("status", help="workers, VIPs, leader, etcd, DNS and config errors")
     p_status.add_argument("--json", action="store_true", help="one JSON object")
-    p_status.add_argument("--wait", type=float, default=2.0, help="seconds to gather state (default 2)")
+    p_status.add_argument(
+        "--wait", type=float, default=2.0, help="seconds to gather state (default 2)"
+    )
     p_tap = sub.add_parser("tap", help="print live bus messages, one per line")
-    p_tap.add_argument("prefixes", nargs="*", default=[""], help="topic prefixes (default: everything)")
+    p_tap.add_argument(
+        "prefixes", nargs="*", default=[""], help="topic prefixes (default: everything)"
+    )
     p_tap.add_argument("--json", action="store_true", help="one JSON object per line")
     p_tap.add_argument("--count", type=int, default=0, help="stop after this many messages")
     p_tap.add_argument("--timeout", type=float, default=0.0, help="stop after this many seconds")
@@ -47,7 +59,9 @@ def cmd_status(run_dir: str, as_json: bool, wait: float) -> int:
     while time.monotonic() < deadline:
         view.poll(50)
         live = view.live_sources()
-        if all(view.subscriber.sender_synced(n) for n in live) and view.mirror("supervisor", "state.workers"):
+        if all(view.subscriber.sender_synced(n) for n in live) and view.mirror(
+            "supervisor", "state.workers"
+        ):
             settled_at = settled_at or time.monotonic()
             if time.monotonic() - settled_at > 0.15:
                 break
@@ -108,7 +122,10 @@ def cmd_restart(run_dir: str, worker: str) -> int:
     try:
         answer = control.request(run_dir, {"cmd": "restart", "worker": worker})
     except OSError as exc:
-        print(f"networkdctl: cannot reach networkd at {control.socket_path(run_dir)}: {exc.strerror}", file=sys.stderr)
+        print(
+            f"networkdctl: cannot reach networkd at {control.socket_path(run_dir)}: {exc.strerror}",
+            file=sys.stderr,
+        )
         return 1
     if not answer.get("ok"):
         print(f"networkdctl: {answer.get('error')}", file=sys.stderr)

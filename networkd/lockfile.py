@@ -28,7 +28,9 @@ class PidLock:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise AlreadyRunning(f"another networkd (pid {holder}) holds the lock file {self.path}") from None
+                raise AlreadyRunning(
+                    f"another networkd (pid {holder}) holds the lock file {self.path}"
+                ) from None
             raise
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())

@@ -28,16 +28,16 @@ def setup(config: Config, name: str) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     _path = config.log_file
-    handler: logging.Handler
+    new: logging.Handler
     if _path:
-        handler = logging.FileHandler(_path, encoding="utf-8")
+        new = logging.FileHandler(_path, encoding="utf-8")
     else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_formatter(name))
-    root.addHandler(handler)
+        new = logging.StreamHandler(sys.stderr)
+    new.setFormatter(_formatter(name))
+    root.addHandler(new)
     root.setLevel(logging.DEBUG if config.verbose else logging.INFO)
     root.propagate = False
-    _handler = handler
+    _handler = new
 
 
 def reopen() -> None:

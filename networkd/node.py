@@ -33,5 +33,7 @@ def resolve(config: Config) -> NodeIdentity:
         except OSError as exc:
             log.warning("node address unknown interface=%s reason=%s", config.net_interface, exc)
         if not address:
-            log.warning("node address unknown interface=%s reason=no IPv4 address", config.net_interface)
+            log.warning(
+                "node address unknown interface=%s reason=no IPv4 address", config.net_interface
+            )
     return NodeIdentity(hostname=hostname, address=address)

@@ -26,7 +26,9 @@ def assemble(mirror: MirrorLookup, sources: List[str]) -> Dict[str, Any]:
     """The status document from whatever mirrors are synced now."""
     now = time.time()
     workers = []
-    for info in sorted((mirror("supervisor", "state.workers") or {}).values(), key=lambda w: w.name):
+    for info in sorted(
+        (mirror("supervisor", "state.workers") or {}).values(), key=lambda w: w.name
+    ):
         workers.append(
             {
                 "name": info.name,
@@ -59,7 +61,9 @@ def assemble(mirror: MirrorLookup, sources: List[str]) -> Dict[str, Any]:
         "workers": workers,
         "vips": vips,
         "leader": leader.hostname if leader is not None else "",
-        "etcd": to_plain(etcd) if etcd is not None else {"connected": False, "revision": 0, "last_error": "no data"},
+        "etcd": to_plain(etcd)
+        if etcd is not None
+        else {"connected": False, "revision": 0, "last_error": "no data"},
         "lease": to_plain(lease) if lease is not None else None,
         "config_errors": [errors[k] for k in sorted(errors)],
         "dns": sorted(dns, key=lambda d: d["replica"]),

@@ -119,7 +119,9 @@ class Supervisor:
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
 
-    def __init__(self, config: Config, reload_config: Optional[Callable[[], Config]] = None) -> None:
+    def __init__(
+        self, config: Config, reload_config: Optional[Callable[[], Config]] = None
+    ) -> None:
         self.config = config
         self.reload_config = reload_config
         self.node = NodeIdentity("", "")
@@ -188,6 +190,7 @@ class Supervisor:
     def prepare_run_dir(self, specs: Sequence[WorkerSpec]) -> None:
         """Run dir and bus dir are root's; each publisher gets a directory only it may write."""
         run_dir = self.config.run_dir
+        self.check_reachable(run_dir)
         for path in (run_dir, os.path.join(run_dir, "bus"), os.path.join(run_dir, "state")):
             os.makedirs(path, exist_ok=True)
             os.chmod(path, 0o755)
@@ -197,6 +200,24 @@ class Supervisor:
         for name, uid in owners.items():
             self._own_dir(os.path.join(run_dir, "bus", name), uid, 0o755)
             self._own_dir(os.path.join(run_dir, "state", name.split(".")[0]), uid, 0o700)
+
+    @staticmethod
+    def check_reachable(run_dir: str) -> None:
+        """Unprivileged workers reach the bus only if every parent directory is searchable."""
+        path = os.path.dirname(os.path.abspath(run_dir))
+        while path and path != "/":
+            try:
+                mode = os.stat(path).st_mode
+            except OSError:
+                break
+            if not mode & 0o001:
+                log.warning(
+                    "run dir unreachable path=%s reason=%s is not searchable by other users",
+                    run_dir,
+                    path,
+                )
+                return
+            path = os.path.dirname(path)
 
     @staticmethod
     def _own_dir(path: str, uid: int, mode: int) -> None:
@@ -250,7 +271,9 @@ class Supervisor:
         if wp.spec.module == "dns" and launch.replica < len(self.dns_sockets):
             udp, tcp = self.dns_sockets[launch.replica]
             fds = {"udp": udp, "tcp": tcp}
-        process = self.mp.Process(target=worker_entry, args=(launch, fds), name=wp.name, daemon=False)
+        process = self.mp.Process(
+            target=worker_entry, args=(launch, fds), name=wp.name, daemon=False
+        )
         process.start()
         if wp.spawns:
             wp.restarts += 1
@@ -268,8 +291,16 @@ class Supervisor:
             return
         check_transition(old, new)
         wp.state = new
-        log.info("worker state name=%s old=%s new=%s reason=%s", wp.name, old.value, new.value, reason or "-")
-        self.publisher.event(f"worker.{wp.name}.state", WorkerStateChanged(wp.name, old.value, new.value, reason))
+        log.info(
+            "worker state name=%s old=%s new=%s reason=%s",
+            wp.name,
+            old.value,
+            new.value,
+            reason or "-",
+        )
+        self.publisher.event(
+            f"worker.{wp.name}.state", WorkerStateChanged(wp.name, old.value, new.value, reason)
+        )
         self.publish_workers()
 
     def publish_workers(self) -> None:
@@ -285,7 +316,11 @@ class Supervisor:
         wp.last_exit = text
         wp.process = None
         self.publisher.event(f"worker.{wp.name}.exit", WorkerExited(wp.name, pid, code, signame))
-        level = logging.INFO if code == 0 or signame in ("SIGTERM", "SIGINT", "SIGHUP") else logging.WARNING
+        level = (
+            logging.INFO
+            if code == 0 or signame in ("SIGTERM", "SIGINT", "SIGHUP")
+            else logging.WARNING
+        )
         log.log(level, "worker exited name=%s pid=%d how=%s after=%.1fs", wp.name, pid, text, lived)
         if self.stopping:
             self.transition(wp, ProcessState.EXITED, text)
@@ -300,13 +335,20 @@ class Supervisor:
         if code == EXIT_FATAL:
             wp.start_failures = MAX_START_FAILURES
             self.transition(wp, ProcessState.FATAL, f"{text}: worker said restarting will not help")
-            log.error("worker fatal name=%s reason=exit code %d means do not restart", wp.name, EXIT_FATAL)
+            log.error(
+                "worker fatal name=%s reason=exit code %d means do not restart", wp.name, EXIT_FATAL
+            )
             return
         if failed_start:
             wp.start_failures += 1
             if wp.start_failures >= MAX_START_FAILURES:
                 self.transition(wp, ProcessState.FATAL, f"{wp.start_failures} failed starts")
-                log.error("worker fatal name=%s reason=%d failed starts, last %s", wp.name, wp.start_failures, text)
+                log.error(
+                    "worker fatal name=%s reason=%d failed starts, last %s",
+                    wp.name,
+                    wp.start_failures,
+                    text,
+                )
                 return
             delay = backoff_delay(wp.start_failures)
             wp.next_start = time.monotonic() + delay
@@ -344,7 +386,9 @@ class Supervisor:
         waitables: List[Any] = [self._sig_r]
         if self.control is not None:
             waitables.append(self.control.sock)
-        sentinels = {wp.process.sentinel: wp for wp in self.workers.values() if wp.process is not None}
+        sentinels = {
+            wp.process.sentinel: wp for wp in self.workers.values() if wp.process is not None
+        }
         waitables.extend(sentinels)
         ready = multiprocessing.connection.wait(waitables, timeout=TICK)
         if self._sig_r in ready:
@@ -362,7 +406,11 @@ class Supervisor:
             self.control.serve_ready()
         now = time.monotonic()
         for wp in self.workers.values():
-            if wp.state == ProcessState.STARTING and wp.alive() and time.time() - wp.started_at >= START_SECONDS:
+            if (
+                wp.state == ProcessState.STARTING
+                and wp.alive()
+                and time.time() - wp.started_at >= START_SECONDS
+            ):
                 self.transition(wp, ProcessState.RUNNING, f"up {START_SECONDS:.0f}s")
             elif wp.state == ProcessState.BACKOFF and not self.stopping and now >= wp.next_start:
                 self.spawn(wp)
@@ -403,9 +451,14 @@ class Supervisor:
         old = self.config
         self.config = new
         self.node = nodeinfo.resolve(new)
-        dns_sockets_changed = (old.godns_addr, old.dns_replicas) != (new.godns_addr, new.dns_replicas)
+        dns_sockets_changed = (old.godns_addr, old.dns_replicas) != (
+            new.godns_addr,
+            new.dns_replicas,
+        )
         if dns_sockets_changed or old.workers != new.workers:
-            log.warning("reload needs a restart of networkd for changes to -godns.addr, -dns.replicas or -workers")
+            log.warning(
+                "reload needs a restart of networkd for changes to -godns.addr, -dns.replicas or -workers"
+            )
             self.config = type(new)(
                 **{
                     **new.__dict__,
@@ -417,7 +470,8 @@ class Supervisor:
         changed = [
             wp
             for wp in self.workers.values()
-            if old.section_digest(wp.spec.config_fields) != self.config.section_digest(wp.spec.config_fields)
+            if old.section_digest(wp.spec.config_fields)
+            != self.config.section_digest(wp.spec.config_fields)
         ]
         log.info("reload done restarting=%s", ",".join(wp.name for wp in changed) or "-")
         for wp in changed:
@@ -437,7 +491,10 @@ class Supervisor:
             name = request.get("worker")
             targets = [wp for wp in self.workers.values() if name in (wp.name, wp.spec.module)]
             if not targets:
-                return {"ok": False, "error": f"no worker named {name!r}; have {', '.join(self.workers)}"}
+                return {
+                    "ok": False,
+                    "error": f"no worker named {name!r}; have {', '.join(self.workers)}",
+                }
             if self.stopping:
                 return {"ok": False, "error": "networkd is stopping"}
             for wp in targets:
@@ -482,7 +539,9 @@ class Supervisor:
                 if time.monotonic() >= self.group_deadline:
                     for wp in group:
                         if wp.alive():
-                            log.warning("worker stop timeout name=%s pid=%d action=SIGKILL", wp.name, wp.pid)
+                            log.warning(
+                                "worker stop timeout name=%s pid=%d action=SIGKILL", wp.name, wp.pid
+                            )
                             self._signal(wp, signal.SIGKILL)
                     self.group_deadline = time.monotonic() + 2.0
                 return

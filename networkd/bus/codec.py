@@ -32,9 +32,13 @@ class CodecError(ValueError):
 _REGISTRY: Dict[str, type] = {}
 
 
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and hasattr(tp, "__dataclass_fields__")
+
+
 def register(cls: Type[T]) -> Type[T]:
     """Class decorator: make a dataclass known to the codec under its class name."""
-    if not dataclasses.is_dataclass(cls):
+    if not _is_dataclass_type(cls):
         raise TypeError(f"{cls.__name__} is not a dataclass")
     _REGISTRY[cls.__name__] = cls
     return cls
@@ -76,7 +80,9 @@ def from_plain(tp: Any, value: Any, where: str = "payload") -> Any:
     """Rebuild a value of type ``tp`` from msgpack values, checking shapes as it goes."""
     import typing
 
-    origin = typing.get_origin(tp) if hasattr(typing, "get_origin") else getattr(tp, "__origin__", None)
+    origin = (
+        typing.get_origin(tp) if hasattr(typing, "get_origin") else getattr(tp, "__origin__", None)
+    )
     args = typing.get_args(tp) if hasattr(typing, "get_args") else getattr(tp, "__args__", ())
     if tp is Any:
         return value
@@ -85,7 +91,7 @@ def from_plain(tp: Any, value: Any, where: str = "payload") -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return from_plain(inner[0], value, where)
-    if dataclasses.is_dataclass(tp):
+    if _is_dataclass_type(tp):
         if not isinstance(value, dict):
             raise CodecError(f"{where}: expected a map for {tp.__name__}")
         hints = _type_hints(tp)
@@ -177,7 +183,13 @@ def decode(frames: List[bytes]) -> Envelope:
     try:
         topic = frames[0].decode()
         raw = msgpack.unpackb(frames[1], raw=False, strict_map_key=False)
-    except (UnicodeDecodeError, ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+    except (
+        UnicodeDecodeError,
+        ValueError,
+        msgpack.ExtraData,
+        msgpack.FormatError,
+        msgpack.StackError,
+    ) as exc:
         raise CodecError(f"undecodable frame: {exc}") from None
     if not isinstance(raw, dict):
         raise CodecError("envelope is not a map")

@@ -62,7 +62,9 @@ class StateTopic:
         changed = {}
         for key, item in sets.items():
             if not isinstance(item, self.item_type):
-                raise TypeError(f"{self.topic}: expected {self.item_type.__name__}, got {type(item).__name__}")
+                raise TypeError(
+                    f"{self.topic}: expected {self.item_type.__name__}, got {type(item).__name__}"
+                )
             if self._items.get(key) != item:
                 changed[key] = item
         removed = [k for k in deleted if k in self._items]
@@ -71,7 +73,12 @@ class StateTopic:
         self._items.update(changed)
         for key in removed:
             del self._items[key]
-        self._publisher.send(self.topic, codec.KIND_DELTA, self.item_type.__name__, {"set": changed, "deleted": removed})
+        self._publisher.send(
+            self.topic,
+            codec.KIND_DELTA,
+            self.item_type.__name__,
+            {"set": changed, "deleted": removed},
+        )
 
     def send_snapshot(self) -> None:
         self._publisher.send(self.topic, codec.KIND_SNAPSHOT, self.item_type.__name__, self._items)

@@ -89,7 +89,9 @@ class Subscriber:
         mirror = self._mirrors.get((sender, topic))
         return mirror.epoch if mirror else 0.0
 
-    def poll(self, timeout_ms: int = 100, extra: Optional[List[Any]] = None) -> List[codec.Envelope]:
+    def poll(
+        self, timeout_ms: int = 100, extra: Optional[List[Any]] = None
+    ) -> List[codec.Envelope]:
         """Wait up to ``timeout_ms`` for messages, apply them, return what was applied."""
         poller = self.poller
         if extra:
@@ -98,6 +100,9 @@ class Subscriber:
                 poller.register(sock, zmq.POLLIN)
             for item in extra:
                 poller.register(item, zmq.POLLIN)
+        if not self._sockets and not extra:
+            time.sleep(timeout_ms / 1000.0)
+            return []
         ready = dict(poller.poll(timeout_ms))
         out: List[codec.Envelope] = []
         for name, sock in self._sockets.items():
@@ -114,7 +119,9 @@ class Subscriber:
                     log.warning("bus message rejected source=%s reason=%s", name, exc)
                     continue
                 if envelope.sender != name:
-                    log.warning("bus message rejected source=%s reason=sender is %s", name, envelope.sender)
+                    log.warning(
+                        "bus message rejected source=%s reason=sender is %s", name, envelope.sender
+                    )
                     continue
                 if self._apply(name, envelope):
                     out.append(envelope)
@@ -144,7 +151,13 @@ class Subscriber:
         if env.seq <= mirror.seq:
             return False
         if env.seq != mirror.seq + 1:
-            log.info("bus sequence gap source=%s topic=%s have=%d got=%d", name, env.topic, mirror.seq, env.seq)
+            log.info(
+                "bus sequence gap source=%s topic=%s have=%d got=%d",
+                name,
+                env.topic,
+                mirror.seq,
+                env.seq,
+            )
             self._resync(name, mirror, env.topic)
             return False
         mirror.seq = env.seq

@@ -42,7 +42,11 @@ class BusView:
         return self.subscriber.sources
 
     def live_sources(self) -> List[str]:
-        return [n for n in self.sources if os.path.exists(os.path.join(self.run_dir, "bus", n, "pub.sock"))]
+        return [
+            n
+            for n in self.sources
+            if os.path.exists(os.path.join(self.run_dir, "bus", n, "pub.sock"))
+        ]
 
     def close(self) -> None:
         self.subscriber.close()

@@ -9,7 +9,14 @@ only when one of them changed.
 import dataclasses
 from typing import List, Tuple
 
-ETCD_FIELDS = ("etcd_endpoints", "etcd_cacert", "etcd_cert", "etcd_key", "etcd_user", "etcd_password")
+ETCD_FIELDS = (
+    "etcd_endpoints",
+    "etcd_cacert",
+    "etcd_cert",
+    "etcd_key",
+    "etcd_user",
+    "etcd_password",
+)
 NODE_FIELDS = ("hostname", "net_interface", "net_address")
 
 
@@ -30,10 +37,24 @@ ELECTOR = WorkerSpec(
     0,
     ETCD_FIELDS
     + NODE_FIELDS
-    + ("vip_ttl", "vip_fencing", "domain", "docker_endpoint", "tinydns", "swarm", "webrouter", "streamrouter", "deployd"),
+    + (
+        "vip_ttl",
+        "vip_fencing",
+        "domain",
+        "docker_endpoint",
+        "tinydns",
+        "swarm",
+        "webrouter",
+        "streamrouter",
+        "deployd",
+    ),
 )
-RESOLVCONF = WorkerSpec("resolvconf", "resolvconf", "root", 1, ("resolv_conf", "hosts_file", "godns_addr"))
-APPLIER = WorkerSpec("applier", "applier", "root", 2, ("net_interface", "vip_garp_refresh", "vip_fencing", "acl"))
+RESOLVCONF = WorkerSpec(
+    "resolvconf", "resolvconf", "root", 1, ("resolv_conf", "hosts_file", "godns_addr")
+)
+APPLIER = WorkerSpec(
+    "applier", "applier", "root", 2, ("net_interface", "vip_garp_refresh", "vip_fencing", "acl")
+)
 API = WorkerSpec("api", "api", "user", 2, ("api_addr", "dns_replicas"))
 DNS_FIELDS = ("godns_addr", "dns_replicas", "dns_ttl", "domain", "dns_user") + NODE_FIELDS
 
@@ -44,7 +65,9 @@ def dns_spec(replica: int) -> WorkerSpec:
 
 def all_specs(dns_replicas: int, only: Tuple[str, ...] = ()) -> List[WorkerSpec]:
     """Workers in start order; ``only`` (the -workers flag) keeps the named ones ("dns" = all replicas)."""
-    specs = [WATCHER, RESOLVCONF, ELECTOR, APPLIER] + [dns_spec(i) for i in range(dns_replicas)] + [API]
+    specs = (
+        [WATCHER, RESOLVCONF, ELECTOR, APPLIER] + [dns_spec(i) for i in range(dns_replicas)] + [API]
+    )
     if only:
         specs = [s for s in specs if s.name in only or s.name.split(".")[0] in only]
     return specs

@@ -29,7 +29,7 @@ class ApiHandler(BaseHTTPRequestHandler):
     server: ApiServer
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         route = self.server.routes.get(self.path.split("?", 1)[0])
         if route is None:
             self.reply(404, "text/plain; charset=utf-8", b"not found\n")
@@ -40,8 +40,8 @@ class ApiHandler(BaseHTTPRequestHandler):
     def not_allowed(self) -> None:
         self.reply(405, "text/plain; charset=utf-8", b"method not allowed\n", allow="GET")
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = not_allowed  # noqa: N815
-    do_HEAD = not_allowed  # noqa: N815
+    do_POST = do_PUT = do_DELETE = do_PATCH = not_allowed
+    do_HEAD = not_allowed
 
     def reply(self, code: int, content_type: str, body: bytes, allow: str = "") -> None:
         self.send_response(code)
@@ -52,7 +52,7 @@ class ApiHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # no per-request logs
 
 
@@ -75,7 +75,9 @@ class Documents:
     def metrics(self) -> Tuple[str, bytes]:
         from networkd.metrics import render
 
-        return "text/plain; version=0.0.4; charset=utf-8", render(self.view.mirror, self.view.sources).encode()
+        return "text/plain; version=0.0.4; charset=utf-8", render(
+            self.view.mirror, self.view.sources
+        ).encode()
 
 
 def main(ctx: WorkerContext) -> int:
@@ -92,7 +94,9 @@ def main(ctx: WorkerContext) -> int:
     except OSError as exc:
         ctx.log.error("api bind failed addr=%s:%d reason=%s", host, port, exc.strerror)
         return EXIT_ERROR
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
+    )
     thread.start()
     ctx.log.info("api listening addr=%s:%d", host, port)
     while not ctx.stopping:

@@ -153,9 +153,30 @@ def process_title(name: str) -> str:
     return f"networkd: {name}"
 
 
+def release_fork_server_pipe() -> None:
+    """Close the fork server's "alive" pipe that multiprocessing hands to every child.
+
+    The fork server exits when the supervisor's end of that pipe closes; while workers
+    hold a copy it never does, and so the workers never get their parent-death signal
+    when the supervisor is killed. Workers start no processes of their own.
+    """
+    from multiprocessing import forkserver
+
+    server: Any = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        server._forkserver_alive_fd = None
+
+
 def worker_entry(launch: WorkerLaunch, fds: Dict[str, socket.socket]) -> None:
     """Process target: runs in the new worker process."""
+    parent = os.getppid()
     set_parent_death_signal()
+    release_fork_server_pipe()
     try:
         import setproctitle
 
@@ -182,6 +203,11 @@ def worker_entry(launch: WorkerLaunch, fds: Dict[str, socket.socket]) -> None:
         # Import first: the code is read with root's rights, then the rights go.
         module = importlib.import_module(f"networkd.workers.{launch.module}")
         drop_privileges(launch.user)
+        # A change of credentials clears the parent-death signal (prctl(2)): set it again,
+        # and leave at once if the parent is already gone.
+        set_parent_death_signal()
+        if os.getppid() != parent:
+            os._exit(EXIT_ERROR)
         code = module.main(ctx)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else EXIT_ERROR
