@@ -201,6 +201,11 @@ class EtcdConnector:
             kwargs["password"] = cfg.etcd_password
         client = client_class()(host=endpoint.host, port=endpoint.port, **kwargs)
         client.endpoint = endpoint
+        if not endpoint.secure and client.call_credentials is not None:
+            # gRPC refuses call credentials on a plaintext channel; the auth token also
+            # travels as metadata, which is all etcd needs.
+            client.call_credentials = None
+            client.watcher._credentials = None
         return client
 
     def connect(self) -> Any:

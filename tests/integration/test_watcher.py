@@ -10,7 +10,7 @@ import random
 import shutil
 import tempfile
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 import zmq
@@ -63,9 +63,11 @@ class WatcherView:
         self.context.destroy(0)
 
 
-def expected_items(server: EtcdServer, hostname: str = HOSTNAME) -> Dict[str, Dict[str, Any]]:
+def expected_items(
+    server: EtcdServer, hostname: str = HOSTNAME, client_factory: Optional[Callable[[], Any]] = None
+) -> Dict[str, Dict[str, Any]]:
     """What the watcher must publish: the pure state of a direct full read."""
-    client = server.client()
+    client = client_factory() if client_factory is not None else server.client()
     try:
         pairs = []
         for watch_range in keys.WATCH_RANGES:
