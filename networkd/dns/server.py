@@ -337,6 +337,10 @@ class DnsServer:
                 except BlockingIOError:
                     break
                 count += 1
+                if self._zone is not zone:  # updated by the bus thread meanwhile
+                    zone = self._zone
+                    self._memo.clear()
+                    self._memo_version = zone.version
                 key = data[2:]
                 answer = memo_get(key)
                 if answer is None:
