@@ -186,6 +186,7 @@ def decode(frames: List[bytes]) -> Envelope:
     except (
         UnicodeDecodeError,
         ValueError,
+        TypeError,  # a map key msgpack cannot hash (a list used as a key)
         msgpack.ExtraData,
         msgpack.FormatError,
         msgpack.StackError,
@@ -208,6 +209,16 @@ def decode(frames: List[bytes]) -> Envelope:
     if kind not in KINDS:
         raise CodecError(f"unknown kind {kind!r}")
     cls = message_type(type_name)
+    try:
+        body = _decode_body(cls, kind, type_name, plain)
+    except (TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, CodecError):
+            raise
+        raise CodecError(f"{type_name}: malformed body: {exc}") from None
+    return Envelope(topic, sender, epoch, seq, ts, kind, type_name, body)
+
+
+def _decode_body(cls: type, kind: str, type_name: str, plain: Any) -> Any:
     if kind == KIND_EVENT:
         body: Any = from_plain(cls, plain, type_name)
     elif kind == KIND_SNAPSHOT:
@@ -225,4 +236,4 @@ def decode(frames: List[bytes]) -> Envelope:
             "set": {str(k): from_plain(cls, v, f"{type_name}[{k}]") for k, v in sets.items()},
             "deleted": [str(k) for k in deleted],
         }
-    return Envelope(topic, sender, epoch, seq, ts, kind, type_name, body)
+    return body
