@@ -2,24 +2,36 @@
 
 import json
 import os
+import shutil
 import subprocess
 import time
-from typing import Any
+from typing import Any, Iterator
+
+import pytest
 
 from networkd import keys
 from networkd.config import Config
 from networkd.etcd.client import EtcdConnector
-from tests.integration.test_watcher import (  # noqa: F401 - base_dir is a fixture
+from tests.integration.test_watcher import (
     HOSTNAME,
     WatcherView,
-    base_dir,
     expected_items,
+    make_base_dir,
     start_watcher,
     wait_exact,
 )
 from tests.support.daemon import wait_for
 from tests.support.etcd import EtcdServer, TcpProxy, make_test_ca
 from tests.support.ports import free_port
+
+
+@pytest.fixture
+def base_dir() -> Iterator[str]:
+    base = make_base_dir()
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def vip(app: str, port: int) -> str:
@@ -98,7 +110,7 @@ def test_partition_with_compaction_past_the_watch_revision(etcd: EtcdServer, bas
             client.put(keys.domain_key("churn.lain"), json.dumps({"ips": [f"10.1.0.{i}"]}))
         client.delete(keys.domain_key("churn.lain"))
         compacted = etcd.compact()
-        assert (view.topic("state.vips") or {}).get("10.0.0.2").app == "a"  # still the old state
+        assert (view.topic("state.vips") or {})["10.0.0.2"].app == "a"  # still the old state
         proxy.restore()
         state = wait_exact(view, etcd, timeout=10)
         assert set(state["state.vips"]) == {
