@@ -386,7 +386,23 @@ class DnsStats:
     cache_hits: int = 0
     forwarded: int = 0
     upstream_failures: int = 0
+    # Cumulative histogram of forward latency: upper bound in seconds ("0.005", "+Inf") -> count.
     forward_latency_buckets: Dict[str, int] = field(default_factory=dict)
+    forward_latency_sum: float = 0.0
+    forward_latency_count: int = 0
+
+
+@register
+@dataclass
+class ElectorCounters:
+    """Item ``counters`` of ``state.elector`` (sender: elector; readers: api metrics).
+
+    ``failovers`` counts VIPs this node took over from another node's expired or deleted
+    lock; ``acquisitions`` every lock won; ``releases`` every lock given up."""
+
+    acquisitions: int = 0
+    releases: int = 0
+    failovers: int = 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -410,6 +426,7 @@ STATE_TOPICS: Dict[str, type] = {
     "state.vip_status": VipStatus,
     "state.leader": LeaderInfo,
     "state.lease": LeaseHealth,
+    "state.elector": ElectorCounters,
     "state.applied": AppliedVip,
     "state.applier": ApplierCounters,
     "state.upstreams": Upstreams,

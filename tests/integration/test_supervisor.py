@@ -325,3 +325,25 @@ def test_sd_notify_ready_and_stopping(tmp_path: str) -> None:
     finally:
         daemon.close()
         sock.close()
+
+
+def test_metrics_endpoint_serves_prometheus_text(daemon: Daemon) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    daemon.wait_running(["api"])
+    os.kill(daemon.pid("api"), signal.SIGTERM)
+    daemon.wait_running(["api"])
+
+    def restarts() -> float:
+        with urllib.request.urlopen(daemon.api_url + "/metrics", timeout=5) as resp:
+            assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            text = resp.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "networkd_worker_restarts_total" and sample.labels == {
+                    "worker": "api"
+                }:
+                    return float(sample.value)
+        return -1.0
+
+    assert wait_for(lambda: restarts() == 1.0, 10, what="restart counted in /metrics")

@@ -1,0 +1,191 @@
+"""``GET /metrics``: the node's state in the Prometheus text format (version 0.0.4).
+
+Everything is derived from bus mirrors, so the numbers are the ones the workers publish
+(counters are per worker process lifetime, as the workers keep them; a restarted worker
+starts its counters again, which Prometheus' ``rate()`` handles as a counter reset).
+"""
+
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+from networkd.proc_state import ProcessState
+
+MirrorLookup = Callable[[str, str], Optional[Dict[str, Any]]]
+Labels = Dict[str, str]
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(labels: Labels) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(str(v))}"' for k, v in sorted(labels.items())) + "}"
+
+
+def _number(value: float) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(value))
+
+
+class Family:
+    """One metric family: HELP, TYPE and its samples."""
+
+    def __init__(self, name: str, kind: str, help_text: str) -> None:
+        self.name = name
+        self.kind = kind
+        self.help_text = help_text
+        self.samples: List[Tuple[str, Labels, float]] = []
+
+    def add(self, value: float, suffix: str = "", **labels: str) -> None:
+        self.samples.append((suffix, labels, value))
+
+    def render(self) -> str:
+        lines = [f"# HELP {self.name} {self.help_text}", f"# TYPE {self.name} {self.kind}"]
+        for suffix, labels, value in self.samples:
+            lines.append(f"{self.name}{suffix}{_labels(labels)} {_number(value)}")
+        return "\n".join(lines)
+
+
+def _items(mirror: MirrorLookup, sender: str, topic: str) -> Dict[str, Any]:
+    return mirror(sender, topic) or {}
+
+
+def families(mirror: MirrorLookup, sources: Iterable[str]) -> List[Family]:
+    out: List[Family] = []
+
+    def family(name: str, kind: str, help_text: str) -> Family:
+        fam = Family(name, kind, help_text)
+        out.append(fam)
+        return fam
+
+    # workers
+    restarts = family(
+        "networkd_worker_restarts_total", "counter", "Times the supervisor restarted a worker."
+    )
+    states = family(
+        "networkd_worker_state", "gauge", "1 for the worker's current state, 0 for the others."
+    )
+    for info in _items(mirror, "supervisor", "state.workers").values():
+        restarts.add(info.restarts, worker=info.name)
+        for state in ProcessState:
+            states.add(1 if info.state == state.value else 0, worker=info.name, state=state.value)
+
+    # VIPs
+    owned = family("networkd_vip_owned", "gauge", "1 when this node owns the VIP.")
+    vip_state = family(
+        "networkd_vip_state", "gauge", "1 for the VIP's state on this node (OWNER, STANDBY, ...)."
+    )
+    for status in _items(mirror, "elector", "state.vip_status").values():
+        owned.add(1 if status.state == "OWNER" else 0, vip=status.ip)
+        for state in ("OWNER", "STANDBY", "INELIGIBLE", "EXCLUDED"):
+            vip_state.add(1 if status.state == state else 0, vip=status.ip, state=state)
+    counters = _items(mirror, "elector", "state.elector").get("counters")
+    failovers = family(
+        "networkd_vip_failovers_total", "counter", "VIPs this node took over from another node."
+    )
+    acquisitions = family("networkd_vip_acquisitions_total", "counter", "VIP locks this node won.")
+    releases = family("networkd_vip_releases_total", "counter", "VIP locks this node gave up.")
+    if counters is not None:
+        failovers.add(counters.failovers)
+        acquisitions.add(counters.acquisitions)
+        releases.add(counters.releases)
+    applier = _items(mirror, "applier", "state.applier").get("counters")
+    garps = family(
+        "networkd_garp_sent_total", "counter", "Gratuitous ARP / unsolicited NA packets sent."
+    )
+    claims = family(
+        "networkd_duplicate_claims_total",
+        "counter",
+        "Other MACs seen announcing a VIP this node holds.",
+    )
+    repairs = family(
+        "networkd_applier_repairs_total",
+        "counter",
+        "Outside changes to addresses or rules repaired.",
+    )
+    if applier is not None:
+        garps.add(applier.garps_sent)
+        claims.add(applier.duplicate_claims)
+        repairs.add(applier.repairs)
+
+    # lease and etcd
+    lease = _items(mirror, "elector", "state.lease").get("lease")
+    lease_alive = family(
+        "networkd_lease_alive", "gauge", "1 while the node lease is renewed in time."
+    )
+    lease_latency = family(
+        "networkd_lease_keepalive_seconds", "gauge", "Latency of the last lease keep-alive."
+    )
+    lease_failures = family(
+        "networkd_lease_keepalive_failures_total", "counter", "Lease keep-alives that failed."
+    )
+    if lease is not None:
+        lease_alive.add(lease.alive)
+        lease_latency.add(lease.keepalive_ms / 1000.0)
+        lease_failures.add(lease.keepalive_failures)
+    etcd = _items(mirror, "watcher", "state.etcd").get("etcd")
+    connected = family(
+        "networkd_etcd_connected", "gauge", "1 while the watcher is connected to etcd."
+    )
+    revision = family(
+        "networkd_etcd_revision", "gauge", "The etcd revision the watcher has applied."
+    )
+    connected.add(bool(etcd.connected) if etcd is not None else 0)
+    revision.add(etcd.revision if etcd is not None else 0)
+
+    errors = 0
+    for sender in ("watcher", "elector"):
+        errors += len(_items(mirror, sender, "state.config_errors"))
+    family("networkd_config_errors", "gauge", "etcd keys rejected by validation right now.").add(
+        errors
+    )
+
+    # DNS
+    queries = family(
+        "networkd_dns_queries_total", "counter", "DNS queries answered, by replica and rcode."
+    )
+    hits = family(
+        "networkd_dns_cache_hits_total", "counter", "Forwarded names answered from the cache."
+    )
+    forwarded = family("networkd_dns_forwarded_total", "counter", "Queries forwarded upstream.")
+    upstream = family(
+        "networkd_dns_upstream_failures_total", "counter", "Upstream timeouts and SERVFAILs."
+    )
+    latency = family(
+        "networkd_dns_forward_latency_seconds", "histogram", "Latency of forwarded queries."
+    )
+    for name in sorted(sources):
+        if not name.startswith("dns."):
+            continue
+        stats = _items(mirror, name, "state.dns").get("stats")
+        if stats is None:
+            continue
+        replica = str(stats.replica)
+        for rcode, count in sorted(stats.rcodes.items()):
+            queries.add(count, replica=replica, rcode=rcode)
+        hits.add(stats.cache_hits, replica=replica)
+        forwarded.add(stats.forwarded, replica=replica)
+        upstream.add(stats.upstream_failures, replica=replica)
+        buckets = sorted(stats.forward_latency_buckets.items(), key=lambda kv: _bucket_order(kv[0]))
+        for bound, count in buckets:
+            latency.add(count, "_bucket", replica=replica, le=bound)
+        if buckets and buckets[-1][0] != "+Inf":
+            latency.add(stats.forward_latency_count, "_bucket", replica=replica, le="+Inf")
+        latency.add(stats.forward_latency_sum, "_sum", replica=replica)
+        latency.add(stats.forward_latency_count, "_count", replica=replica)
+    return out
+
+
+def _bucket_order(bound: str) -> float:
+    try:
+        return float(bound)
+    except ValueError:
+        return float("inf")
+
+
+def render(mirror: MirrorLookup, sources: Iterable[str]) -> str:
+    return "\n".join(f.render() for f in families(mirror, list(sources))) + "\n"
