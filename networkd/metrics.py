@@ -81,8 +81,8 @@ def families(mirror: MirrorLookup, sources: Iterable[str]) -> List[Family]:
     )
     for status in _items(mirror, "elector", "state.vip_status").values():
         owned.add(1 if status.state == "OWNER" else 0, vip=status.ip)
-        for state in ("OWNER", "STANDBY", "INELIGIBLE", "EXCLUDED"):
-            vip_state.add(1 if status.state == state else 0, vip=status.ip, state=state)
+        for name in ("OWNER", "STANDBY", "INELIGIBLE", "EXCLUDED"):
+            vip_state.add(1 if status.state == name else 0, vip=status.ip, state=name)
     counters = _items(mirror, "elector", "state.elector").get("counters")
     failovers = family(
         "networkd_vip_failovers_total", "counter", "VIPs this node took over from another node."
