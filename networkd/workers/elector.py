@@ -93,7 +93,8 @@ class ElectorPublisher:
             return out
         self._version = out.version
         self._alive = alive
-        if self.desired_topic is None:
+        first = self.desired_topic is None
+        if first:
             self.desired_topic = self.pub.state("state.desired")
             self.status_topic = self.pub.state("state.vip_status")
             self.leader_topic = self.pub.state("state.leader")
@@ -110,6 +111,16 @@ class ElectorPublisher:
                 self.pub.event("config.error", err)
         self._errors_seen = dict(out.config_errors)
         self.errors_topic.replace(out.config_errors)
+        if first:
+            # Subscribers that joined before these topics existed have no snapshot and
+            # ignore deltas: send the full first state as a snapshot right away.
+            for topic in (
+                self.desired_topic,
+                self.status_topic,
+                self.leader_topic,
+                self.errors_topic,
+            ):
+                topic.send_snapshot()
         return out
 
     def _publish_lease(self) -> None:

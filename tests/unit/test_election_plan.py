@@ -1,0 +1,205 @@
+"""Pure VIP logic: eligibility, fair spreading, the per-step plan."""
+
+import math
+import random
+
+from networkd.bus.messages import LocalContainer, PortSpec, VipConfig
+from networkd.election import spread
+from networkd.election.eligibility import (
+    ELIGIBLE,
+    EXCLUDED,
+    INELIGIBLE,
+    OWNER,
+    STANDBY,
+    local_eligibility,
+)
+from networkd.election.plan import Holder, PlanInput, plan_vips
+
+
+def vip(ip, app="web", proc="worker", excluded=()):
+    return VipConfig(
+        ip=ip, app=app, proc=proc, ports=[PortSpec(80, "tcp", 8080)], excluded_nodes=list(excluded)
+    )
+
+
+def container(app="web", proc="worker", cid="abc123", cip="172.20.0.5", node="n1"):
+    return LocalContainer(app, proc, 1, cid, cip, 8080, node, "10.0.0.11")
+
+
+CONTAINERS = {"web/worker": container()}
+
+
+def test_eligibility_states():
+    assert local_eligibility(vip("10.0.0.1"), "n1", CONTAINERS) == (
+        ELIGIBLE,
+        CONTAINERS["web/worker"],
+    )
+    assert local_eligibility(vip("10.0.0.1", excluded=["n1"]), "n1", CONTAINERS) == (EXCLUDED, None)
+    assert local_eligibility(vip("10.0.0.1", app="other"), "n1", CONTAINERS) == (INELIGIBLE, None)
+    # Docker says not running -> ineligible; unknown (None) does not block.
+    assert local_eligibility(vip("10.0.0.1"), "n1", CONTAINERS, lambda cid: False)[0] == INELIGIBLE
+    assert local_eligibility(vip("10.0.0.1"), "n1", CONTAINERS, lambda cid: None)[0] == ELIGIBLE
+    assert local_eligibility(vip("10.0.0.1"), "n1", CONTAINERS, lambda cid: True)[0] == ELIGIBLE
+
+
+def test_fair_share_and_rendezvous():
+    assert spread.fair_share(10, 3) == 4
+    assert spread.fair_share(3, 3) == 1
+    assert spread.fair_share(0, 3) == 0
+    assert spread.fair_share(5, 0) == 5
+    nodes = ["n1", "n2", "n3"]
+    ranks = sorted(spread.rendezvous_rank("10.0.0.1", n, nodes) for n in nodes)
+    assert ranks == [0, 1, 2]
+    # Stable: the same inputs give the same order on every node.
+    assert spread.rendezvous_order("10.0.0.1", nodes) == spread.rendezvous_order(
+        "10.0.0.1", reversed(nodes)
+    )
+    # Over share: long fallback delay; under share: small.
+    assert spread.compete_delay(held=4, share=4, rank=0, over_share_delay=4.0) >= 4.0
+    assert spread.compete_delay(held=0, share=4, rank=0, over_share_delay=4.0) == 0.0
+    assert spread.compete_delay(held=1, share=4, rank=2, over_share_delay=4.0) < 0.5
+
+
+def test_giveaway_only_to_an_underloaded_eligible_node():
+    held = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    eligible = {ip: ["n2"] for ip in held}
+    assert spread.pick_giveaway(held, "n1", 2, {"n2": 1}, eligible) in held
+    assert spread.pick_giveaway(held, "n1", 2, {"n2": 2}, eligible) is None
+    assert spread.pick_giveaway(held, "n1", 3, {"n2": 0}, eligible) is None
+    assert spread.pick_giveaway(held, "n1", 2, {"n2": 0}, {ip: [] for ip in held}) is None
+    assert spread.pick_giveaway(held, "n1", 2, {"n2": 0}, eligible, blocked=held) is None
+
+
+def base_input(**kw):
+    values = dict(
+        hostname="n1",
+        lease_id=7,
+        alive=True,
+        fencing="hold",
+        configs={"10.0.0.1": vip("10.0.0.1")},
+        local={"10.0.0.1": (ELIGIBLE, container())},
+        locks={},
+        live_nodes={"n1", "n2"},
+        proc_nodes={"web/worker": ["n1", "n2"]},
+    )
+    values.update(kw)
+    return PlanInput(**values)
+
+
+def test_plan_free_lock_competes_and_owned_lock_is_kept():
+    plan = plan_vips(base_input())
+    assert "10.0.0.1" in plan.compete and not plan.keep
+    assert plan.status["10.0.0.1"] == (STANDBY, "")
+    plan = plan_vips(base_input(locks={"10.0.0.1": Holder("n1", 7)}))
+    assert list(plan.keep) == ["10.0.0.1"] and not plan.compete and not plan.release
+    assert plan.status["10.0.0.1"] == (OWNER, "n1")
+
+
+def test_plan_held_by_other_is_standby_and_dropped_from_desired():
+    plan = plan_vips(base_input(locks={"10.0.0.1": Holder("n2", 9)}, desired_now={"10.0.0.1"}))
+    assert plan.status["10.0.0.1"] == (STANDBY, "n2")
+    assert not plan.keep and plan.release == {"10.0.0.1": 0}
+
+
+def test_plan_ineligible_or_excluded_owner_releases_its_lock():
+    locks = {"10.0.0.1": Holder("n1", 7)}
+    plan = plan_vips(base_input(locks=locks, local={"10.0.0.1": (INELIGIBLE, None)}))
+    assert plan.release == {"10.0.0.1": 7} and not plan.keep
+    assert plan.status["10.0.0.1"] == (INELIGIBLE, "n1")
+    plan = plan_vips(base_input(locks=locks, local={"10.0.0.1": (EXCLUDED, None)}))
+    assert plan.release == {"10.0.0.1": 7}
+    assert plan.status["10.0.0.1"][0] == EXCLUDED
+
+
+def test_plan_config_deleted_releases_lock():
+    plan = plan_vips(base_input(configs={}, local={}, locks={"10.0.0.1": Holder("n1", 7)}))
+    assert plan.release == {"10.0.0.1": 7}
+
+
+def test_plan_rebinds_own_lock_under_previous_lease_without_dropping_it():
+    plan = plan_vips(base_input(locks={"10.0.0.1": Holder("n1", 3)}))
+    assert plan.rebind == {"10.0.0.1": 3}
+    assert "10.0.0.1" in plan.keep and plan.status["10.0.0.1"] == (OWNER, "n1")
+
+
+def test_plan_hold_keeps_vip_while_lock_absent_strict_does_not():
+    held = base_input(desired_now={"10.0.0.1"}, alive=False)
+    plan = plan_vips(held)
+    assert "10.0.0.1" in plan.keep and not plan.compete  # no lease: cannot contend now
+    plan = plan_vips(base_input(desired_now={"10.0.0.1"}))
+    assert "10.0.0.1" in plan.keep and plan.compete == {"10.0.0.1": 0.0}  # re-contend at once
+    strict = base_input(desired_now={"10.0.0.1"}, fencing="strict")
+    plan = plan_vips(strict)
+    assert "10.0.0.1" not in plan.keep and plan.release == {"10.0.0.1": 0}
+    # The applier yielded to another node's announcement: no longer held.
+    plan = plan_vips(base_input(desired_now={"10.0.0.1"}, yielded={"10.0.0.1"}))
+    assert "10.0.0.1" not in plan.keep
+
+
+def test_plan_no_contention_without_live_lease():
+    plan = plan_vips(base_input(alive=False))
+    assert not plan.compete
+
+
+def test_plan_releasing_vip_is_neither_kept_nor_contended():
+    plan = plan_vips(base_input(releasing={"10.0.0.1"}, locks={"10.0.0.1": Holder("n1", 7)}))
+    assert not plan.keep and not plan.compete and not plan.release
+
+
+def test_plan_over_share_node_waits_and_gives_one_away():
+    ips = [f"10.0.1.{i}" for i in range(1, 5)]
+    configs = {ip: vip(ip) for ip in ips}
+    local = {ip: (ELIGIBLE, container()) for ip in ips}
+    locks = {ip: Holder("n1", 7) for ip in ips[:3]}
+    plan = plan_vips(base_input(configs=configs, local=local, locks=locks))
+    # share = ceil(4 / 2) = 2: n1 holds 3, n2 holds 0 -> give exactly one away.
+    assert len(plan.giveaway) == 1 and set(plan.release) == plan.giveaway
+    assert len(plan.keep) == 2
+    assert plan.compete[ips[3]] >= 4.0  # over share: only the fallback delay
+    # When n2 is not live, nobody can take it: keep all three.
+    plan = plan_vips(base_input(configs=configs, local=local, locks=locks, live_nodes={"n1"}))
+    assert not plan.giveaway and len(plan.keep) == 3
+
+
+def test_spreading_simulation_settles_within_ceil():
+    """Simulate nodes taking free locks in delay order with giveaways: settles <= ceil."""
+    rng = random.Random(4)
+    for vips_n, nodes_n in [(10, 3), (7, 2), (3, 3), (5, 4), (1, 3)]:
+        nodes = [f"n{i}" for i in range(nodes_n)]
+        ips = [f"10.1.0.{i}" for i in range(vips_n)]
+        configs = {ip: vip(ip) for ip in ips}
+        local = {ip: (ELIGIBLE, container()) for ip in ips}
+        locks = {}
+        leases = {n: i + 1 for i, n in enumerate(nodes)}
+        for _round in range(200):
+            moves = []
+            for n in nodes:
+                plan = plan_vips(
+                    PlanInput(
+                        hostname=n,
+                        lease_id=leases[n],
+                        alive=True,
+                        fencing="hold",
+                        configs=configs,
+                        local=local,
+                        locks=dict(locks),
+                        live_nodes=set(nodes),
+                        proc_nodes={"web/worker": nodes},
+                    )
+                )
+                for ip in plan.release:
+                    if locks.get(ip, Holder("", 0)).hostname == n:
+                        moves.append(("release", ip, n, 0.0))
+                for ip, delay in plan.compete.items():
+                    moves.append(("claim", ip, n, delay + rng.random() * 0.01))
+            if not moves:
+                break
+            moves.sort(key=lambda m: (m[0] != "release", m[3]))
+            kind, ip, n, _ = moves[0]
+            if kind == "release":
+                del locks[ip]
+            elif ip not in locks:
+                locks[ip] = Holder(n, leases[n])
+        counts = {n: sum(1 for h in locks.values() if h.hostname == n) for n in nodes}
+        assert len(locks) == vips_n, (vips_n, nodes_n, counts)
+        assert max(counts.values()) <= math.ceil(vips_n / nodes_n), (vips_n, nodes_n, counts)
