@@ -57,7 +57,7 @@ class Subscriber:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, 100_000)
         sock.setsockopt(zmq.RECONNECT_IVL, 20)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 0)  # a restarted publisher is found within 20 ms
         plist = list(prefixes)
         for prefix in plist:
             sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
