@@ -7,7 +7,7 @@ def percentile(values: Sequence[float], pct: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, int(round(pct / 100.0 * (len(ordered) - 1)))))
+    index = min(len(ordered) - 1, max(0, round(pct / 100.0 * (len(ordered) - 1))))
     return ordered[index]
 
 
