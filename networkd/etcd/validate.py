@@ -5,7 +5,7 @@ problem of the value, each prefixed by the field it concerns (``ports[0].src: ..
 the typed item. A rejected value is absent from the state: the state is a function of
 what etcd holds, the same on every node and after every restart.
 
-Decisions where SPEC section 1 leaves room (docs/ARCHITECTURE.md repeats them):
+Decisions where SPEC section 1 leaves room:
 - Ports may be JSON numbers or decimal strings (the Go daemon wrote strings).
 - ``proto`` is case-insensitive; missing, null or ``""`` means ``tcp``.
 - Domain ``ips``: entries that are not IP addresses are dropped (SPEC), not an error.

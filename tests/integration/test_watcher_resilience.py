@@ -137,6 +137,37 @@ def test_partition_with_compaction_past_the_watch_revision(etcd: EtcdServer, bas
         proxy.close()
 
 
+def test_etcd_replaced_by_another_cluster(etcd: EtcdServer, base_dir: str) -> None:
+    """A restore from backup or a rebuilt cluster: other cluster id, older revision."""
+    proxy = TcpProxy(("127.0.0.1", etcd.client_port))
+    client = etcd.client()
+    for i in range(30):
+        client.put(keys.domain_key("old.lain"), json.dumps({"ips": [f"10.5.0.{i}"]}))
+    client.put(keys.vip_key("10.0.0.1"), vip("old", 80))
+    daemon = start_watcher(base_dir, proxy.endpoint)
+    view = WatcherView(daemon.run_dir)
+    other = EtcdServer().start()
+    other_client = other.client()
+    try:
+        view.wait_in_sync()
+        wait_exact(view, etcd)
+        other_client.put(keys.vip_key("10.0.0.2"), vip("new", 81))
+        proxy.target = ("127.0.0.1", other.client_port)
+        proxy.cut()
+        proxy.restore()
+        state = wait_exact(view, other, timeout=10)
+        assert set(state["state.vips"]) == {"10.0.0.2"}
+        assert state["state.domains"] == {}
+        wait_for(lambda: "etcd cluster changed" in daemon.log(), 5, what="cluster change noticed")
+    finally:
+        view.close()
+        daemon.close()
+        client.close()
+        other_client.close()
+        other.close()
+        proxy.close()
+
+
 def test_tls_with_a_test_ca(base_dir: str) -> None:
     ca = make_test_ca(os.path.join(base_dir, "tls"))
     server = EtcdServer(tls=ca).start()
