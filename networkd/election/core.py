@@ -29,6 +29,7 @@ from networkd.bus.messages import (
     AppsKey,
     ConfigError,
     DesiredVip,
+    ElectorCounters,
     LeaderAddress,
     LeaderInfo,
     LocalContainer,
@@ -82,6 +83,7 @@ class Outputs:
     vip_status: Dict[str, VipStatus] = dataclasses.field(default_factory=dict)
     leader: Dict[str, LeaderInfo] = dataclasses.field(default_factory=dict)
     config_errors: Dict[str, ConfigError] = dataclasses.field(default_factory=dict)
+    counters: ElectorCounters = dataclasses.field(default_factory=ElectorCounters)
     final_done: bool = False
 
 
@@ -147,6 +149,8 @@ class ElectorCore:
         self._pool_seen: Set[str] = set()
         self._warned: Set[str] = set()
         self._next_wake = 1.0
+        self._last_holder: Dict[str, str] = {}
+        self.counters = ElectorCounters()
         self.steps = 0
 
     # -- main-thread API ---------------------------------------------------------------
@@ -292,6 +296,8 @@ class ElectorCore:
             )
 
         locks = _locks(snap)
+        for ip, h in locks.items():
+            self._last_holder[ip] = h.hostname
         live = {k[len(NODES_PREFIX) :] for k in snap if k.startswith(NODES_PREFIX)}
 
         # 2. floating VIPs
@@ -384,7 +390,16 @@ class ElectorCore:
             if lease_id and self._can_txn(key, now):
                 won = self._txn(key, now, store.claim, lease_id)
                 if won:
-                    log.info("vip lock acquired ip=%s waited_s=%.3f", ip, now - first)
+                    previous = self._last_holder.get(ip, "")
+                    self.counters.acquisitions += 1
+                    if previous and previous != me:
+                        self.counters.failovers += 1
+                    log.info(
+                        "vip lock acquired ip=%s waited_s=%.3f previous=%s",
+                        ip,
+                        now - first,
+                        previous or "-",
+                    )
                     wake = 0.0
         for ip, old in plan.rebind.items():
             key = keys.vip_lock(ip)
@@ -412,6 +427,7 @@ class ElectorCore:
                 continue
             done = self._txn(key, now, store.release, h.lease)
             if done is not None:
+                self.counters.releases += 1 if done else 0
                 log.info("vip lock released ip=%s applied_gone=%s", ip, gone)
                 del self._releasing[ip]
             else:
@@ -524,6 +540,7 @@ class ElectorCore:
                 vip_status=status,
                 leader=leader_info,
                 config_errors=errors,
+                counters=dataclasses.replace(self.counters),
                 final_done=self._final_done,
             )
         )
@@ -585,6 +602,7 @@ class ElectorCore:
                 and prev.vip_status == out.vip_status
                 and prev.leader == out.leader
                 and prev.config_errors == out.config_errors
+                and prev.counters == out.counters
                 and prev.final_done == out.final_done
             )
             if same:

@@ -73,6 +73,7 @@ class ElectorPublisher:
         self.core = core
         self.strict = ctx.config.vip_fencing == "strict"
         self.lease_topic = pub.state("state.lease")
+        self.counters_topic = pub.state("state.elector")
         self.desired_topic: Any = None
         self.status_topic: Any = None
         self.leader_topic: Any = None
@@ -111,6 +112,7 @@ class ElectorPublisher:
                 self.pub.event("config.error", err)
         self._errors_seen = dict(out.config_errors)
         self.errors_topic.replace(out.config_errors)
+        self.counters_topic.set("counters", out.counters)
         if first:
             # Subscribers that joined before these topics existed have no snapshot and
             # ignore deltas: send the full first state as a snapshot right away.

@@ -133,10 +133,12 @@ class Cluster:
         view.poll(30)
         return view.mirror("elector", "state.desired")
 
-    def mirror(self, name: str, topic: str, settle_ms: int = 30) -> Optional[Dict[str, Any]]:
+    def mirror(
+        self, name: str, topic: str, settle_ms: int = 30, sender: str = "elector"
+    ) -> Optional[Dict[str, Any]]:
         view = self.nodes[name].view()
         view.poll(settle_ms)
-        return view.mirror("elector", topic)
+        return view.mirror(sender, topic)
 
     def wait(self, predicate: Any, timeout: float = 10.0, what: str = "") -> Any:
         return wait_for(predicate, timeout, interval=0.02, what=what)
