@@ -144,18 +144,26 @@ class Sniffer:
             if item is not None:
                 self.seen.append(item)
 
-    def garps(self, ip: Optional[str] = None, since: float = 0.0) -> List[GarpSeen]:
-        """Gratuitous ARPs (sender IP = target IP) and NAs, optionally for one IP."""
+    def garps(
+        self, ip: Optional[str] = None, since: float = 0.0, mac: Optional[str] = None
+    ) -> List[GarpSeen]:
+        """Gratuitous ARPs (sender IP = target IP) and NAs, optionally for one IP / one MAC."""
         return [
             s
             for s in list(self.seen)
-            if s.gratuitous and (ip is None or s.ip == ip) and s.at >= since
+            if s.gratuitous
+            and (ip is None or s.ip == ip)
+            and s.at >= since
+            and (mac is None or s.mac == mac)
         ]
 
-    def wait_garp(self, ip: str, since: float = 0.0, timeout: float = 5.0) -> GarpSeen:
+    def wait_garp(
+        self, ip: str, since: float = 0.0, timeout: float = 5.0, mac: Optional[str] = None
+    ) -> GarpSeen:
+        """The first announcement of ``ip`` at or after ``since`` (optionally from ``mac``)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = self.garps(ip, since)
+            found = self.garps(ip, since, mac)
             if found:
                 return found[0]
             time.sleep(0.01)
@@ -331,7 +339,16 @@ class LabNode:
             extra_args=extra_args,
             **named,
         )
-        os.makedirs(self.daemon.run_dir, exist_ok=True)
+        # one run dir per node across restarts, as /run/networkd on a real node
+        run_dir = os.path.join(self.dir, "run")
+        try:
+            os.rmdir(self.daemon.run_dir)  # the Daemon's own temporary one, unused
+        except OSError:
+            pass
+        os.makedirs(run_dir, exist_ok=True)
+        os.chmod(run_dir, 0o755)
+        self.daemon.run_dir = run_dir
+        self.daemon.flags["run.dir"] = run_dir
         os.chmod(self.dir, 0o755)
         self.daemon.start()
         return self.daemon
