@@ -337,7 +337,7 @@ class LabNode:
             netns=self.ns,
             hostname=self.name,
             extra_args=extra_args,
-            **named,
+            flags=named,
         )
         # one run dir per node across restarts, as /run/networkd on a real node
         run_dir = os.path.join(self.dir, "run")
@@ -662,6 +662,10 @@ class Lab:
         raise AssertionError(
             f"timed out after {timeout}s waiting for {what or predicate}; last {value!r}"
         )
+
+    def client_ping(self, address: str, client: int = 0) -> str:
+        """``ping -c 1`` from a client namespace; returns ping's output."""
+        return ns_exec(self.clients[client].ns, "ping", "-c", "1", "-W", "1", address, check=False)
 
     def owners(self, vip: str) -> List[str]:
         """Names of the nodes that hold ``vip`` on eth0 right now."""

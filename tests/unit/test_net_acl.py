@@ -1,5 +1,7 @@
 """Pure ACL plans (SPEC section 6): rule shapes, multiport splitting, diff without duplicates."""
 
+from typing import Any, Dict
+
 import pytest
 
 from networkd.bus.messages import AclList
@@ -96,7 +98,7 @@ def test_plan_rules_replace_and_dedupe():
 
 def test_parse_filter_rule_shapes():
     def f(**kw):
-        base = {
+        base: Dict[str, Any] = {
             "src": "",
             "dst": "",
             "in": "",

@@ -35,8 +35,9 @@ def test_dnat_rules_both_chains():
     ],
 )
 def test_dnat_rules_rejects(args, message):
+    ip, proto, src, cip, dest = args
     with pytest.raises(ValueError, match=message):
-        dnat_rules(*args, "a.p")
+        dnat_rules(ip, proto, src, cip, dest, "a.p")
 
 
 def test_plan_keeps_existing_adds_missing():
