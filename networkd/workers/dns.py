@@ -7,15 +7,16 @@ The main thread owns the bus: it mirrors the watcher's ``state.domains``,
 server thread by one assignment. It publishes ``state.dns`` (item ``stats``) every second.
 The server thread runs the epoll loop of ``networkd.dns.server``.
 
-Serving starts once the watcher's domains are known (or after START_WAIT seconds, so a
-missing watcher cannot keep DNS down): until then queries wait in the socket buffer.
+Serving starts once the mirrors of the running watcher and resolvconf workers are synced
+(or after START_WAIT seconds, so a missing worker cannot keep DNS down): until then
+queries wait in the socket buffer, and a restarted replica never answers from half data.
 """
 
 import logging
 import os
 import threading
 import time
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from networkd.bus.messages import DnsStats
 from networkd.dns.server import DnsServer
@@ -62,6 +63,7 @@ def main(ctx: WorkerContext) -> int:
     stats_topic = pub.state("state.dns")
     sub = ctx.subscriber(SOURCES)
     thread: Optional[threading.Thread] = None
+    awaited = awaited_mirrors(ctx.config.workers)
     started = time.monotonic()
     next_stats = 0.0
     seen: Dict[str, Any] = {}
@@ -91,7 +93,8 @@ def main(ctx: WorkerContext) -> int:
                         _upstreams_of(mirrors["upstreams"]), _servers_of(mirrors["domain_servers"])
                     )
             if thread is None and (
-                mirrors["domains"] is not None or time.monotonic() - started > START_WAIT
+                all(mirrors[name] is not None for name in awaited)
+                or time.monotonic() - started > START_WAIT
             ):
                 thread = threading.Thread(target=server.serve_forever, name="dns", daemon=True)
                 thread.start()
@@ -116,6 +119,16 @@ def main(ctx: WorkerContext) -> int:
         sub.close()
         pub.close()
     return EXIT_OK
+
+
+def awaited_mirrors(workers: Sequence[str]) -> List[str]:
+    """The mirrors to wait for before serving: those of the workers that run."""
+    names: List[str] = []
+    if not workers or "watcher" in workers:
+        names += ["domains", "vips", "domain_servers"]
+    if not workers or "resolvconf" in workers:
+        names += ["upstreams", "hosts"]
+    return names
 
 
 def _snapshot(inputs: Any) -> Any:

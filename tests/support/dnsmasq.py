@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Iterable, List, Mapping, Optional, Tuple
 
 import dns.exception
 import dns.message
@@ -33,12 +33,13 @@ class Dnsmasq:
 
     def __init__(
         self,
-        records: Optional[Dict[str, object]] = None,
+        records: Optional[Mapping[str, object]] = None,
         host: str = "127.0.0.1",
         port: Optional[int] = None,
         local_ttl: int = 300,
         extra_args: Iterable[str] = (),
         cache_size: int = 10000,
+        log_queries: bool = True,
     ) -> None:
         if not os.path.exists(DNSMASQ):
             raise RuntimeError("dnsmasq not found: run scripts/setup.sh (apt dnsmasq)")
@@ -48,6 +49,7 @@ class Dnsmasq:
         self.local_ttl = local_ttl
         self.extra_args = list(extra_args)
         self.cache_size = cache_size
+        self.log_queries = log_queries
         self.dir = tempfile.mkdtemp(prefix="networkd-dnsmasq-")
         self.log_path = os.path.join(self.dir, "dnsmasq.log")
         self.conf_path = os.path.join(self.dir, "dnsmasq.conf")
@@ -72,7 +74,7 @@ class Dnsmasq:
             "--pid-file=",
             f"--local-ttl={self.local_ttl}",
             f"--cache-size={self.cache_size}",
-            "--log-queries",
+            *(["--log-queries"] if self.log_queries else []),
             f"--log-facility={self.log_path}",
             *self.extra_args,
         ]
