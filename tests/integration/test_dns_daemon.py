@@ -95,12 +95,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             "127.0.0.1 localhost\n10.70.0.1 multi.hosts\n10.70.0.2 multi.hosts\nfd00::70 multi.hosts\n"
             "10.70.0.9 both.lain\n"
         )
-    daemon = Daemon(
-        base,
-        etcd.endpoint,
-        workers=("watcher", "resolvconf", "dns", "api"),
-        **{"net.address": NODE_ADDRESS, "dns.replicas": 2},
-    )
+    flags: Dict[str, Any] = {"net.address": NODE_ADDRESS, "dns.replicas": 2}
+    daemon = Daemon(base, etcd.endpoint, workers=("watcher", "resolvconf", "dns", "api"), **flags)
     daemon.start()
     try:
         daemon.wait_running(["watcher", "resolvconf", "dns.0", "dns.1", "api"], timeout=30)
