@@ -137,17 +137,7 @@ def test_sigkill_each_worker_repeatedly_moves_nothing_and_loses_no_query(node: L
             before = daemon.wait_running()
             victim = before[name]["pid"]
             os.kill(victim, signal.SIGKILL)
-            after = wait_for(
-                lambda: (
-                    lambda w: (
-                        w
-                        if w[name]["pid"] not in (0, victim) and w[name]["state"] == "RUNNING"
-                        else None
-                    )
-                )(daemon.workers()),
-                15,
-                what=f"{name} back RUNNING with a new pid",
-            )
+            after = daemon.wait_restarted(name, victim)
             for other, info in before.items():
                 if other != name:
                     assert after[other]["pid"] == info["pid"], f"killing {name} restarted {other}"

@@ -226,6 +226,23 @@ class Daemon:
             ) from None
         return result
 
+    def wait_restarted(
+        self, worker: str, old_pid: int, timeout: float = 15.0
+    ) -> Dict[str, Dict[str, Any]]:
+        """Wait until ``worker`` is RUNNING again under a pid other than ``old_pid``."""
+
+        def restarted() -> Optional[Dict[str, Dict[str, Any]]]:
+            workers = self.workers()
+            info = workers.get(worker, {})
+            if info.get("pid") not in (None, 0, old_pid) and info.get("state") == "RUNNING":
+                return workers
+            return None
+
+        result: Dict[str, Dict[str, Any]] = wait_for(
+            restarted, timeout, what=f"{worker} RUNNING with a new pid"
+        )
+        return result
+
     def pid(self, worker: str) -> int:
         return int(self.workers()[worker]["pid"])
 
