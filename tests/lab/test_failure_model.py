@@ -112,7 +112,7 @@ def node() -> Iterator[LabNode]:
             f"/lain/config/vips/{VIP}", json.dumps({"app": "web", "proc": "worker", "ports": ports})
         )
         client.put(f"/lain/config/domains/{NAME}", json.dumps({"ips": [NAME_IP], "type": ""}))
-        node.start_networkd(**{"docker.endpoint": ""})
+        node.start_networkd(docker_endpoint="")
         node.daemon.wait_running(timeout=30)
         wait_for(lambda: node.has_address(VIP), 15, what="VIP bound")
         yield node
