@@ -269,6 +269,11 @@ class Applier:
             self.log.warning("nat apply failed reason=%s", exc)
             self.dirty = True
         present: Set[str] = set()
+        if want_addresses:
+            try:
+                self.claims.open()  # listening before the address is bound: no claim is missed
+            except OSError as exc:
+                self.log.warning("claim listener unavailable reason=%s", exc)
         try:
             actual = self.addresses.host_addresses()
             removable = self.record.ips | self.configured_vips() | self.yielded

@@ -218,7 +218,7 @@ def test_duplicate_claim_and_fencing(lab: Lab) -> None:
     try:
         bus.replace("elector", "state.lease", lease())
         bus.replace("elector", "state.desired", {VIP: vip(node)})
-        bus.wait(lambda: node.has_address(VIP), 5)
+        bus.wait(lambda: applied(bus).get(VIP) and applied(bus)[VIP].bound, 5)
         with client.sniffer() as sniffer:
             t0 = time.monotonic()
             client.send_garp(VIP, mac="02:00:00:77:77:77")

@@ -43,7 +43,7 @@ def main() -> int:
             json.dumps({"app": "web", "proc": "worker", "ports": [{"src": "80", "dest": "8080"}]}),
         )
         for node in lab.nodes:
-            node.start_networkd(workers=WORKERS, **{"docker.endpoint": ""})
+            node.start_networkd(workers=WORKERS, docker_endpoint="")
         for node in lab.nodes:
             node.daemon.wait_running(WORKERS, timeout=30)
         owners = lab.wait(lambda: lab.owners(VIP), 20, "an owner")
