@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from networkd import keys
 from networkd.bus.messages import (
@@ -52,6 +52,7 @@ NODES_PREFIX = "/lain/networkd/nodes/"
 RELEASE_WAIT_S = 1.0
 GIVEAWAY_BACKOFF_S = 60.0
 TXN_RETRY_S = 0.5
+CLAIM_BATCH = 64  # etcd's default --max-txn-ops is 128 (compares and puts count apart)
 JOB_RETRY_S = 1.0
 
 
@@ -103,8 +104,10 @@ class ElectorCore:
         connect: Callable[[float], Any],
         running: Optional[RunningCheck] = None,
         clock: Callable[[], float] = time.monotonic,
+        on_output: Optional[Callable[[], None]] = None,
     ) -> None:
         self.config = config
+        self._on_output = on_output
         self.hostname = hostname
         self.node_address = node_address
         self._connect = connect
@@ -241,6 +244,19 @@ class ElectorCore:
             self._wait_rev[key] = result.revision
         return bool(result.succeeded)
 
+    def _claim(self, ips: List[str], lease_id: int, now: float) -> List[str]:
+        """Claim several free locks in one transaction; [] when any was taken meanwhile."""
+        assert self.store is not None
+        lock_keys = [keys.vip_lock(ip) for ip in ips]
+        try:
+            result = self.store.claim_all(lock_keys, lease_id)
+        except Exception as exc:
+            for key in lock_keys:
+                self._retry_at[key] = now + TXN_RETRY_S
+            log.warning("etcd transaction failed keys=%d reason=%s", len(lock_keys), exc)
+            return []
+        return list(ips) if result.succeeded else []
+
     def step(self) -> None:
         assert self.mirror is not None and self.store is not None and self.jobs is not None
         store = self.store
@@ -296,8 +312,8 @@ class ElectorCore:
             )
 
         locks = _locks(snap)
-        for ip, h in locks.items():
-            self._last_holder[ip] = h.hostname
+        for ip, holder in locks.items():
+            self._last_holder[ip] = holder.hostname
         live = {k[len(NODES_PREFIX) :] for k in snap if k.startswith(NODES_PREFIX)}
 
         # 2. floating VIPs
@@ -380,27 +396,34 @@ class ElectorCore:
         for ip in list(self._free_since):
             if ip not in plan.compete:
                 del self._free_since[ip]
+        due: List[str] = []
         for ip, delay in plan.compete.items():
             first = self._free_since.setdefault(ip, now)
-            due = first + delay
-            key = keys.vip_lock(ip)
-            if now < due:
-                wake = min(wake, due - now)
-                continue
-            if lease_id and self._can_txn(key, now):
-                won = self._txn(key, now, store.claim, lease_id)
-                if won:
-                    previous = self._last_holder.get(ip, "")
-                    self.counters.acquisitions += 1
-                    if previous and previous != me:
-                        self.counters.failovers += 1
-                    log.info(
-                        "vip lock acquired ip=%s waited_s=%.3f previous=%s",
-                        ip,
-                        now - first,
-                        previous or "-",
-                    )
-                    wake = 0.0
+            if now < first + delay:
+                wake = min(wake, first + delay - now)
+            elif lease_id and self._can_txn(keys.vip_lock(ip), now):
+                due.append(ip)
+        for start in range(0, len(due), CLAIM_BATCH):
+            chunk = due[start : start + CLAIM_BATCH]
+            won = self._claim(chunk, lease_id, now) if len(chunk) > 1 else []
+            if len(chunk) == 1 or (
+                not won and self._retry_at.get(keys.vip_lock(chunk[0]), 0) <= now
+            ):
+                won = [
+                    ip for ip in chunk if self._txn(keys.vip_lock(ip), now, store.claim, lease_id)
+                ]
+            for ip in won:
+                previous = self._last_holder.get(ip, "")
+                self.counters.acquisitions += 1
+                if previous and previous != me:
+                    self.counters.failovers += 1
+                log.info(
+                    "vip lock acquired ip=%s waited_s=%.3f previous=%s",
+                    ip,
+                    now - self._free_since.get(ip, now),
+                    previous or "-",
+                )
+                wake = 0.0
         for ip, old in plan.rebind.items():
             key = keys.vip_lock(ip)
             if (
@@ -609,6 +632,8 @@ class ElectorCore:
                 return
             out.version = prev.version + 1
             self._outputs = out
+        if self._on_output is not None:
+            self._on_output()
 
 
 def _locks(snap: Dict[str, Entry]) -> Dict[str, Holder]:

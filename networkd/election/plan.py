@@ -116,8 +116,11 @@ def plan_vips(p: PlanInput) -> VipPlan:
             # Our hostname under a previous lease (restart with a lost lease file, or a
             # re-granted lease): take it over without releasing the address.
             out.rebind[ip] = h.lease
-            out.keep[ip] = container
-            out.status[ip] = (OWNER, me)
+            if ip not in p.yielded:  # yielded to another node's announcement: not until ours
+                out.keep[ip] = container
+                out.status[ip] = (OWNER, me)
+            else:
+                out.status[ip] = (STANDBY, owner)
             continue
         if h is not None:
             # Another node holds it.

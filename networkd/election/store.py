@@ -74,6 +74,22 @@ class OwnedKeys:
             self.mirror.note_put(key, text, lease_id, result.revision)
         return result
 
+    def claim_all(self, keys: List[str], lease_id: int) -> TxnResult:
+        """Create every key (= hostname, bound to the lease) in one transaction, only if
+        all are absent (a cold start claims hundreds of free locks at once)."""
+        from etcd3 import transactions
+
+        result = _header_revision(
+            self.client,
+            [transactions.Create(key) == 0 for key in keys],
+            [transactions.Put(key, self.hostname, lease=lease_id) for key in keys],
+            [],
+        )
+        if result.succeeded and self.mirror is not None:
+            for key in keys:
+                self.mirror.note_put(key, self.hostname, lease_id, result.revision)
+        return result
+
     def rebind(
         self, key: str, old_lease: int, lease_id: int, value: Optional[str] = None
     ) -> TxnResult:

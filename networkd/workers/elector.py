@@ -141,16 +141,44 @@ class ElectorPublisher:
             self.lease_topic.set("lease", health)
 
 
+class Wakeup:
+    """A pipe the controller thread pokes when it has new outputs (wakes the bus poll)."""
+
+    def __init__(self) -> None:
+        self.rfd, self.wfd = os.pipe()
+        os.set_blocking(self.rfd, False)
+        os.set_blocking(self.wfd, False)
+
+    def poke(self) -> None:
+        try:
+            os.write(self.wfd, b"x")
+        except (BlockingIOError, OSError):
+            pass  # already poked (pipe full) or closing
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.rfd, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        os.close(self.rfd)
+        os.close(self.wfd)
+
+
 def main(ctx: WorkerContext) -> int:
     config = ctx.config
     pub = ctx.publisher()
     sub = ctx.subscriber({"watcher": WATCHER_TOPICS, "applier": APPLIER_TOPICS})
+    wakeup = Wakeup()
     core = ElectorCore(
         config,
         ctx.hostname,
         ctx.node_address,
         lease_path(ctx),
         connect=lambda timeout: connect(config, timeout),
+        on_output=wakeup.poke,
     )
     core.start()
     out_pub = ElectorPublisher(ctx, pub, core)
@@ -164,7 +192,7 @@ def main(ctx: WorkerContext) -> int:
     )
     try:
         while not ctx.stopping:
-            _pump(sub, core)
+            _pump(sub, core, wakeup)
             out_pub.publish()
             pub.poll()
         if ctx.final:
@@ -172,7 +200,7 @@ def main(ctx: WorkerContext) -> int:
             core.begin_final()
             deadline = time.monotonic() + max(2.0, min(config.stop_timeout - 1.0, 8.0))
             while time.monotonic() < deadline:
-                _pump(sub, core)
+                _pump(sub, core, wakeup)
                 out = out_pub.publish()
                 pub.poll()
                 if out.final_done:
@@ -187,11 +215,13 @@ def main(ctx: WorkerContext) -> int:
         core.stop()
         pub.close()
         sub.close()
+        wakeup.close()
     return 0
 
 
-def _pump(sub: Any, core: ElectorCore) -> None:
-    envelopes = sub.poll(timeout_ms=50)
+def _pump(sub: Any, core: ElectorCore, wakeup: Wakeup) -> None:
+    envelopes = sub.poll(timeout_ms=50, extra=[wakeup.rfd])
+    wakeup.drain()
     if not envelopes:
         return
     changed = False

@@ -18,6 +18,11 @@ def _connector(etcd):
     return lambda timeout=1.0: connect(config, timeout)
 
 
+def _value(mirror, key):
+    entry = mirror.get(key)
+    return entry.value if entry is not None else None
+
+
 def _wait(predicate, timeout, step=0.01):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -96,7 +101,7 @@ def test_mirror_follows_puts_deletes_expiry_and_survives_etcd_restart(etcd):
     mirror.start()
     try:
         assert mirror.wait_synced(3.0)
-        assert mirror.get("/lain/networkd/a").value == "1"
+        assert _value(mirror, "/lain/networkd/a") == "1"
         client.put("/lain/networkd/b", "2")
         client.put("/lain/other", "x")
         assert _wait(lambda: mirror.get("/lain/networkd/b") is not None, 2.0)
@@ -104,7 +109,8 @@ def test_mirror_follows_puts_deletes_expiry_and_survives_etcd_restart(etcd):
         lease = client.lease(1)
         client.put("/lain/networkd/c", "3", lease=lease.id)
         assert _wait(lambda: mirror.get("/lain/networkd/c") is not None, 2.0)
-        assert mirror.get("/lain/networkd/c").lease == lease.id
+        entry = mirror.get("/lain/networkd/c")
+        assert entry is not None and entry.lease == lease.id
         assert _wait(lambda: mirror.get("/lain/networkd/c") is None, 4.0)  # expired
         client.delete("/lain/networkd/a")
         assert _wait(lambda: mirror.get("/lain/networkd/a") is None, 2.0)
@@ -112,7 +118,7 @@ def test_mirror_follows_puts_deletes_expiry_and_survives_etcd_restart(etcd):
         client = etcd.client()
         client.put("/lain/networkd/d", "4")
         assert _wait(lambda: mirror.get("/lain/networkd/d") is not None, 5.0)
-        assert mirror.get("/lain/networkd/b").value == "2"
+        assert _value(mirror, "/lain/networkd/b") == "2"
     finally:
         mirror.stop()
         client.close()

@@ -26,6 +26,15 @@ def cluster(etcd, tmp_path):
         c.close()
 
 
+def bound(c, name):
+    """The floating VIPs in a node's published desired set."""
+    return {k for k, v in (c.desired(name) or {}).items() if v.bind}
+
+
+def lease_of(c, name):
+    return (c.mirror(name, "state.lease") or {}).get("lease")
+
+
 def others(name):
     return [n for n in NODES if n != name]
 
@@ -197,23 +206,23 @@ def test_hold_keeps_vip_when_etcd_stops_strict_drops_it_before_expiry(etcd, tmp_
             lambda: all(any(v.bind for v in (c.desired(n) or {}).values()) for n in ("n1", "n2")),
             10,
         )
-        hold_vips = {k for k, v in c.desired("n1").items() if v.bind}
-        strict_vips = {k for k, v in c.desired("n2").items() if v.bind}
+        hold_vips = bound(c, "n1")
+        strict_vips = bound(c, "n2")
         assert hold_vips and strict_vips
         etcd.stop()
         stopped = time.monotonic()
-        took = timed(lambda: not any(v.bind for v in (c.desired("n2") or {}).values()), 3.0)
+        took = timed(lambda: not bound(c, "n2"), 3.0)
         assert took < 2.0, took  # dropped before the lease could expire (TTL 2 s)
-        lease = c.mirror("n1", "state.lease")["lease"]
-        c.wait(lambda: not c.mirror("n1", "state.lease")["lease"].alive, 3)
+        lease = lease_of(c, "n1")
+        c.wait(lambda: not lease_of(c, "n1").alive, 3)
         time.sleep(max(0.0, 3.0 - (time.monotonic() - stopped)))
-        assert {k for k, v in c.desired("n1").items() if v.bind} == hold_vips  # hold: kept
+        assert bound(c, "n1") == hold_vips  # hold: kept
         assert lease is not None
         etcd.start()
         c.client = etcd.client()
-        c.wait(lambda: {k for k, v in (c.desired("n2") or {}).items() if v.bind} == strict_vips, 10)
-        assert {k for k, v in c.desired("n1").items() if v.bind} == hold_vips
-        c.wait(lambda: c.mirror("n1", "state.lease")["lease"].alive, 5)
+        c.wait(lambda: bound(c, "n2") == strict_vips, 10)
+        assert bound(c, "n1") == hold_vips
+        c.wait(lambda: lease_of(c, "n1").alive, 5)
         c.wait(lambda: len(c.locks()) == 2, 5)
     finally:
         c.close()

@@ -2,6 +2,7 @@
 
 import math
 import random
+from typing import Any, Dict
 
 from networkd.bus.messages import LocalContainer, PortSpec, VipConfig
 from networkd.election import spread
@@ -70,8 +71,8 @@ def test_giveaway_only_to_an_underloaded_eligible_node():
     assert spread.pick_giveaway(held, "n1", 2, {"n2": 0}, eligible, blocked=held) is None
 
 
-def base_input(**kw):
-    values = dict(
+def base_input(**kw: Any) -> PlanInput:
+    values: Dict[str, Any] = dict(
         hostname="n1",
         lease_id=7,
         alive=True,
@@ -169,7 +170,7 @@ def test_spreading_simulation_settles_within_ceil():
         ips = [f"10.1.0.{i}" for i in range(vips_n)]
         configs = {ip: vip(ip) for ip in ips}
         local = {ip: (ELIGIBLE, container()) for ip in ips}
-        locks = {}
+        locks: Dict[str, Holder] = {}
         leases = {n: i + 1 for i, n in enumerate(nodes)}
         for _round in range(200):
             moves = []
