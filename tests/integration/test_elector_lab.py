@@ -219,3 +219,27 @@ def test_etcd_outage_hold_keeps_strict_drops_then_both_recover(lab: Lab) -> None
     lab.wait(lambda: strict.has_address(vip_strict), 10)
     assert hold.has_address(vip_hold)
     print(f"strict dropped its VIP {dropped:.2f}s after etcd stopped")
+
+
+def test_owner_cut_from_etcd_but_not_lan_yields_to_the_new_owner(lab: Lab) -> None:
+    etcd = lab.etcd.client()
+    nodes = lab.nodes[:2]
+    place(lab, etcd, nodes)
+    etcd.put(f"/lain/config/vips/{VIP}", vip_value())
+    start_all(lab, nodes)
+    owner_name = lab.wait(lambda: lab.owners(VIP) if len(lab.owners(VIP)) == 1 else None, 10)[0]
+    owner = lab.node(owner_name)
+    other = next(n for n in nodes if n is not owner)
+    owner.partition_etcd()
+    try:
+        # The lease expires on the server, the other node takes the lock and announces;
+        # the old owner (hold, lease not alive) yields at that announcement.
+        lab.wait(lambda: other.has_address(VIP), 6, "the new owner binds")
+        lab.wait(lambda: not owner.has_address(VIP), 3, "the old owner yields")
+        lab.wait(lambda: lab.client.try_tcp(VIP, 80, timeout=0.3) == f"{other.name} 80", 3)
+    finally:
+        owner.heal_etcd()
+    # Reconnected: it sees the lock is another's and stays off.
+    time.sleep(3)
+    assert lab.owners(VIP) == [other.name]
+    assert etcd.get(f"/lain/networkd/vips/{VIP}.lock")[0].decode() == other.name
