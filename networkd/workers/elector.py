@@ -16,6 +16,7 @@ resumes it). A final stop (INT) releases every VIP in order (desired empty, appl
 shows them gone, locks deleted), resigns leadership and revokes the lease.
 """
 
+import dataclasses
 import os
 import time
 from typing import Any, Dict, Optional
@@ -182,6 +183,7 @@ def main(ctx: WorkerContext) -> int:
     )
     core.start()
     out_pub = ElectorPublisher(ctx, pub, core)
+    inputs = InputPump(sub, core, wakeup)
     ctx.log.info(
         "elector started hostname=%s ttl_s=%s fencing=%s lease=%x resumed=%s",
         ctx.hostname,
@@ -192,7 +194,7 @@ def main(ctx: WorkerContext) -> int:
     )
     try:
         while not ctx.stopping:
-            _pump(sub, core, wakeup)
+            inputs.pump()
             out_pub.publish()
             pub.poll()
         if ctx.final:
@@ -200,7 +202,7 @@ def main(ctx: WorkerContext) -> int:
             core.begin_final()
             deadline = time.monotonic() + max(2.0, min(config.stop_timeout - 1.0, 8.0))
             while time.monotonic() < deadline:
-                _pump(sub, core, wakeup)
+                inputs.pump()
                 out = out_pub.publish()
                 pub.poll()
                 if out.final_done:
@@ -219,16 +221,33 @@ def main(ctx: WorkerContext) -> int:
     return 0
 
 
-def _pump(sub: Any, core: ElectorCore, wakeup: Wakeup) -> None:
-    envelopes = sub.poll(timeout_ms=50, extra=[wakeup.rfd])
-    wakeup.drain()
-    if not envelopes:
-        return
-    changed = False
-    for env in envelopes:
-        if env.topic == "vip.duplicate" and isinstance(env.body, DuplicateClaim):
-            core.note_duplicate(env.body.ip, env.body.yielded)
-        elif env.topic.startswith("state."):
-            changed = True
-    if changed:
-        core.set_inputs(read_inputs(sub))
+class InputPump:
+    """Feeds the controller. While the watcher is not in sync (restarting, resyncing after
+    an etcd outage) the last synced cluster state is kept: a restarting watcher must not
+    look like "every VIP was deleted"."""
+
+    def __init__(self, sub: Any, core: ElectorCore, wakeup: Wakeup) -> None:
+        self.sub = sub
+        self.core = core
+        self.wakeup = wakeup
+        self.last_synced: Optional[Inputs] = None
+
+    def pump(self) -> None:
+        envelopes = self.sub.poll(timeout_ms=50, extra=[self.wakeup.rfd])
+        self.wakeup.drain()
+        if not envelopes:
+            return
+        changed = False
+        for env in envelopes:
+            if env.topic == "vip.duplicate" and isinstance(env.body, DuplicateClaim):
+                self.core.note_duplicate(env.body.ip, env.body.yielded)
+            elif env.topic.startswith("state."):
+                changed = True
+        if not changed:
+            return
+        inputs = read_inputs(self.sub)
+        if inputs.watcher_synced:
+            self.last_synced = inputs
+        elif self.last_synced is not None:
+            inputs = dataclasses.replace(self.last_synced, applied=inputs.applied)
+        self.core.set_inputs(inputs)

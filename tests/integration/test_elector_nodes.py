@@ -145,6 +145,12 @@ def test_restarts_move_nothing_and_write_nothing(cluster):
         10,
     )
     cluster.wait(lambda: VIP in (cluster.desired(owner) or {}), 5)
+    # SIGKILL of the watcher: while it resyncs the elector keeps what it had.
+    pid = node.pid("watcher")
+    os.kill(pid, signal.SIGKILL)
+    cluster.wait(lambda: node.pid("watcher") != pid, 10)
+    node.wait_running(["watcher", "elector"], timeout=15)
+    assert VIP in (cluster.desired(owner) or {})
     # 2. SIGKILL of the whole networkd, restarted at once.
     cluster.kill(owner)
     cluster.restart(owner)
