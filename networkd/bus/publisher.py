@@ -40,6 +40,10 @@ class StateTopic:
         self.item_type = STATE_TOPICS[topic]
         self._publisher = publisher
         self._items: Dict[str, Any] = {}
+        # Until its first publication a topic is silent: subscribers must not take "not
+        # known yet" for "empty". The first publication is a snapshot, so subscribers that
+        # joined earlier get the whole state at once (a delta would find no mirror).
+        self.published = False
 
     def items(self) -> Dict[str, Any]:
         return dict(self._items)
@@ -68,11 +72,14 @@ class StateTopic:
             if self._items.get(key) != item:
                 changed[key] = item
         removed = [k for k in deleted if k in self._items]
-        if not changed and not removed:
+        if self.published and not changed and not removed:
             return
         self._items.update(changed)
         for key in removed:
             del self._items[key]
+        if not self.published:
+            self.send_snapshot()
+            return
         self._publisher.send(
             self.topic,
             codec.KIND_DELTA,
@@ -81,6 +88,8 @@ class StateTopic:
         )
 
     def send_snapshot(self) -> None:
+        """Publish the whole topic now (also its first publication, even when empty)."""
+        self.published = True
         self._publisher.send(self.topic, codec.KIND_SNAPSHOT, self.item_type.__name__, self._items)
 
 
@@ -149,13 +158,14 @@ class Publisher:
                 wanted.append(frame[1:].decode(errors="replace"))
         if wanted:
             for topic in self._topics.values():
-                if any(topic.topic.startswith(prefix) for prefix in wanted):
+                if topic.published and any(topic.topic.startswith(prefix) for prefix in wanted):
                     topic.send_snapshot()
         now = time.monotonic()
         if now >= self._next_snapshot:
             self._next_snapshot = now + self._snapshot_interval
             for topic in self._topics.values():
-                topic.send_snapshot()
+                if topic.published:
+                    topic.send_snapshot()
 
     def close(self) -> None:
         self.socket.close(0)

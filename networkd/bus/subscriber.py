@@ -143,6 +143,9 @@ class Subscriber:
             return True
         # delta
         if not mirror.synced:
+            # A delta for a topic we hold no snapshot of: ask for one (at most once a second).
+            if time.monotonic() >= mirror.resync_at:
+                self._resync(name, mirror, env.topic)
             return False
         if env.epoch != mirror.epoch:
             log.info("bus publisher restarted source=%s topic=%s", name, env.topic)

@@ -56,6 +56,7 @@ def test_late_subscriber_and_restarted_publisher_converge(run_dir: str) -> None:
     pub = Publisher(ctx, run_dir, "watcher")
     topic = pub.state(TOPIC)
     early = Subscriber(ctx, run_dir, {"watcher": [TOPIC]})
+    topic.replace({})
     pump(pub, [early], lambda: state(early) is not None)
     for i in range(50):
         topic.set(f"n{i}.lain", entry(f"n{i}.lain", f"10.0.0.{i}"))
@@ -97,7 +98,7 @@ def test_sequence_gap_triggers_a_fresh_snapshot(run_dir: str) -> None:
     topic.set("a.lain", entry("a.lain", "10.0.0.1"))
     pump(pub, [sub], lambda: state(sub) == topic.items())
     # A delta the subscriber never sees (as if dropped at a full queue).
-    pub._seq[TOPIC] += 1
+    pub._seq[TOPIC] = pub._seq.get(TOPIC, 0) + 1
     topic.set("b.lain", entry("b.lain", "10.0.0.2"))
     pump(pub, [sub], lambda: state(sub) == topic.items())
     assert set(state(sub) or {}) == {"a.lain", "b.lain"}
@@ -179,3 +180,19 @@ def test_an_unprivileged_worker_cannot_bind_or_replace_another_endpoint(tmp_path
         wait_for(lambda: daemon.ctl_status()["workers"], 10)
     finally:
         daemon.close()
+
+
+def test_a_topic_is_silent_until_its_first_publication_which_is_a_snapshot(run_dir: str) -> None:
+    ctx = zmq.Context()
+    pub = Publisher(ctx, run_dir, "watcher")
+    sub = Subscriber(ctx, run_dir, {"watcher": [TOPIC]})
+    topic = pub.state(TOPIC)  # created, not yet published: "unknown", not "empty"
+    pump(pub, [sub], seconds=0.5)
+    assert state(sub) is None
+    topic.replace({})  # the first publication, even of nothing, is a snapshot
+    pump(pub, [sub], lambda: state(sub) == {}, seconds=2)
+    topic.set("a.lain", entry("a.lain", "10.0.0.1"))
+    pump(pub, [sub], lambda: set(state(sub) or {}) == {"a.lain"}, seconds=2)
+    sub.close()
+    pub.close()
+    ctx.destroy(0)
