@@ -36,6 +36,9 @@ VIP_LOCKS_PREFIX = "/lain/networkd/vips/"
 VIP_LOCK_SUFFIX = ".lock"
 LEADER = "/lain/networkd/leader"
 APPS_PREFIX = "/lain/networkd/apps/"
+# Presence of a live node (value: hostname), bound to the node lease: fair spreading
+# counts only nodes that are alive. Written once per lease, never in steady state.
+NODES_PREFIX = "/lain/networkd/nodes/"
 TINYDNS_FQDNS_PREFIX = "/lain/config/tinydns_fqdns/"
 DEPLOYD_DOMAIN = "/lain/config/domains/deployd.lain"
 SWARM_DOMAIN = "/lain/config/domains/swarm.lain"

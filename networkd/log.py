@@ -41,11 +41,27 @@ def setup(config: Config, name: str) -> None:
 
 
 def reopen() -> None:
-    """Reopen the log file (after logrotate moved it); stderr needs nothing."""
-    if isinstance(_handler, logging.FileHandler):
-        _handler.acquire()
+    """Reopen the log file (after logrotate moved it); stderr needs nothing.
+
+    A worker that dropped root may not be allowed to create the new file: it then keeps
+    writing to the file it has open (use logrotate's copytruncate, or journald).
+    """
+    if not isinstance(_handler, logging.FileHandler):
+        return
+    _handler.acquire()
+    try:
         try:
-            _handler.close()
-            _handler.stream = _handler._open()
-        finally:
-            _handler.release()
+            stream = _handler._open()
+        except OSError as exc:
+            failed = exc
+        else:
+            old = _handler.stream
+            _handler.stream = stream
+            if old is not None:
+                old.close()
+            return
+    finally:
+        _handler.release()
+    logging.getLogger("networkd").warning(
+        "log reopen failed path=%s reason=%s", _path, failed.strerror
+    )

@@ -130,6 +130,7 @@ class Supervisor:
         self.stopping = False
         self.stop_groups: List[List[str]] = []
         self.group_deadline = 0.0
+        self.stop_deadline = 0.0
         self.dns_sockets: List[Tuple[socket.socket, socket.socket]] = []
         self.lock = PidLock(config.lock_filename)
         self.publisher: Any = None
@@ -519,13 +520,16 @@ class Supervisor:
             groups.setdefault(wp.spec.stop_group, []).append(wp.name)
         self.stop_groups = [groups[k] for k in sorted(groups)]
         self.group_deadline = 0.0
+        # -stop.timeout bounds the whole stop, not each group: systemd's TimeoutStopSec must
+        # only be longer than it (plus the 2 s of the final SIGKILL round).
+        self.stop_deadline = time.monotonic() + self.config.stop_timeout
 
     def advance_stop(self) -> None:
         """Stop one group at a time: INT (final stop), then KILL after the timeout."""
         while self.stop_groups:
             group = [self.workers[name] for name in self.stop_groups[0]]
             if not self.group_deadline:
-                self.group_deadline = time.monotonic() + self.config.stop_timeout
+                self.group_deadline = max(self.stop_deadline, time.monotonic() + 0.5)
                 for wp in group:
                     if wp.state == ProcessState.BACKOFF:
                         self.transition(wp, ProcessState.EXITED, "daemon stopping")

@@ -38,7 +38,8 @@ TCP_MAX_CONNS = 1024
 TCP_MAX_OUT = 1 << 20
 TCP_MAX_INFLIGHT = 64
 PENDING_MAX = 20000
-LATENCY_BUCKETS = ((0.001, "1ms"), (0.01, "10ms"), (0.1, "100ms"), (1.0, "1s"))
+# Upper bounds (seconds) of the forward-latency histogram, Prometheus style.
+LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 HEADER = wire.HEADER
 U16 = wire.U16
@@ -53,8 +54,8 @@ class Stats:
         self.cache_hits = 0
         self.forwarded = 0
         self.upstream_failures = 0
-        self.latency = {name: 0 for _limit, name in LATENCY_BUCKETS}
-        self.latency["slower"] = 0
+        self.latency = [0] * (len(LATENCY_BOUNDS) + 1)  # per bucket; the last is +Inf
+        self.latency_sum = 0.0
 
     def rcode_counts(self) -> Dict[str, int]:
         out = {}
@@ -64,11 +65,21 @@ class Stats:
         return out
 
     def observe_latency(self, seconds: float) -> None:
-        for limit, name in LATENCY_BUCKETS:
-            if seconds < limit:
-                self.latency[name] += 1
+        self.latency_sum += seconds
+        for index, bound in enumerate(LATENCY_BOUNDS):
+            if seconds <= bound:
+                self.latency[index] += 1
                 return
-        self.latency["slower"] += 1
+        self.latency[-1] += 1
+
+    def latency_histogram(self) -> Dict[str, int]:
+        """Cumulative counts keyed by upper bound ("0.001" ... "+Inf"), as Prometheus wants."""
+        out: Dict[str, int] = {}
+        total = 0
+        for bound, count in zip([*map(repr, LATENCY_BOUNDS), "+Inf"], self.latency):
+            total += count
+            out[bound] = total
+        return out
 
 
 class TcpConn:

@@ -48,7 +48,7 @@ from networkd.jobs.runner import JobRunner, compute_jobs
 
 log = logging.getLogger("networkd.elector")
 
-NODES_PREFIX = "/lain/networkd/nodes/"
+NODES_PREFIX = keys.NODES_PREFIX
 RELEASE_WAIT_S = 1.0
 GIVEAWAY_BACKOFF_S = 60.0
 TXN_RETRY_S = 0.5

@@ -59,8 +59,9 @@ class ApiHandler(BaseHTTPRequestHandler):
 class Documents:
     """The latest rendered documents, replaced whole by the bus loop."""
 
-    def __init__(self, view: BusView) -> None:
+    def __init__(self, view: BusView, node_address: str) -> None:
         self.view = view
+        self.node_address = node_address
         self.status: bytes = b"{}"
 
     def refresh(self) -> None:
@@ -70,7 +71,9 @@ class Documents:
     def dns_config(self) -> Tuple[str, bytes]:
         from networkd.dns.config_dump import render_from_mirrors
 
-        return "text/plain; charset=utf-8", render_from_mirrors(self.view.mirror).encode()
+        return "text/plain; charset=utf-8", render_from_mirrors(
+            self.view.mirror, self.node_address
+        ).encode()
 
     def metrics(self) -> Tuple[str, bytes]:
         from networkd.metrics import render
@@ -83,7 +86,7 @@ class Documents:
 def main(ctx: WorkerContext) -> int:
     host, port = ctx.config.api_host_port
     view = BusView(ctx.zmq_context, ctx.run_dir, ["state."], exclude=ctx.name)
-    docs = Documents(view)
+    docs = Documents(view, ctx.node_address)
     routes: Dict[str, Route] = {
         "/v1/status": lambda: ("application/json", docs.status),
         "/v1/dns/config": docs.dns_config,

@@ -146,5 +146,7 @@ def _stats(server: DnsServer, replica: int) -> DnsStats:
         cache_hits=s.cache_hits,
         forwarded=s.forwarded,
         upstream_failures=s.upstream_failures,
-        forward_latency_buckets=dict(s.latency),
+        forward_latency_buckets=s.latency_histogram(),
+        forward_latency_sum=s.latency_sum,
+        forward_latency_count=sum(s.latency),
     )

@@ -277,10 +277,12 @@ def test_usr1_reopens_the_log_file(tmp_path: str) -> None:
     log_file = os.path.join(str(tmp_path), "daemon.log")
     daemon = Daemon(str(tmp_path), workers=("api",), flags={"log.file": log_file}).start()
     try:
-        daemon.wait_running(["api"])
+        pid = daemon.wait_running(["api"])["api"]["pid"]
         os.rename(log_file, log_file + ".1")
         daemon.signal(signal.SIGUSR1)
         wait_for(lambda: os.path.exists(log_file), 5, what="log reopened")
+        time.sleep(0.5)
+        assert daemon.pid("api") == pid, "an unprivileged worker survives a reopen it may not do"
         daemon.ctl("restart", "api")
         wait_for(
             lambda: "worker started name=api" in open(log_file).read(),
