@@ -1,0 +1,217 @@
+"""A real Docker container behind a VIP.
+
+dockerd runs inside a lab node's network namespace (entered with nsenter, so the cgroup
+mounts stay visible), with a busybox image made by ``docker import`` from the
+busybox-static binary: no registry. The container serves HTTP; deployd's pod group names
+it; networkd binds the VIP, DNATs to the container and, through the Docker socket, notices
+when the container stops and releases the VIP.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+from typing import Iterator, Tuple
+
+import pytest
+
+from tests.lab.lab import Lab, LabNode
+from tests.support.daemon import wait_for
+
+pytestmark = pytest.mark.lab
+
+VIP = "10.77.0.220"
+BRIDGE_IP = "172.31.77.1"
+PAGE = "hello from a docker container\n"
+BUSYBOX = "/bin/busybox"
+
+
+class Dockerd:
+    """A private dockerd in a node's network namespace."""
+
+    def __init__(self, node: LabNode) -> None:
+        if shutil.which("dockerd") is None or not os.path.exists(BUSYBOX):
+            raise RuntimeError("dockerd or busybox-static missing: run scripts/setup.sh")
+        self.node = node
+        self.dir = os.path.join(node.lab.dir, "docker")
+        os.makedirs(self.dir)
+        self.socket = os.path.join(self.dir, "docker.sock")
+        node.exec("ip", "link", "add", "dkbr0", "type", "bridge")
+        node.exec("ip", "addr", "add", f"{BRIDGE_IP}/24", "dev", "dkbr0")
+        node.exec("ip", "link", "set", "dkbr0", "up")
+        self.log = open(os.path.join(self.dir, "dockerd.log"), "ab")
+        self.proc = subprocess.Popen(
+            [
+                "nsenter", f"--net=/run/netns/{node.ns}",
+                "dockerd",
+                "--data-root", os.path.join(self.dir, "data"),
+                "--exec-root", os.path.join(self.dir, "exec"),
+                "--pidfile", os.path.join(self.dir, "docker.pid"),
+                "-H", f"unix://{self.socket}",
+                # the elector (user networkd) reads container states through the socket
+                "--group", "networkd",
+                "--bridge", "dkbr0",
+                "--storage-driver", "vfs",
+                "--userland-proxy=false",
+            ],
+            stdout=self.log,
+            stderr=self.log,
+            start_new_session=True,
+        )  # fmt: skip
+        wait_for(lambda: self.docker("info", check=False).returncode == 0, 60, what="dockerd up")
+
+    def docker(
+        self, *args: str, check: bool = True, stdin: bytes = b""
+    ) -> "subprocess.CompletedProcess[bytes]":
+        return subprocess.run(
+            ["docker", "-H", f"unix://{self.socket}", *args],
+            input=stdin,
+            capture_output=True,
+            check=check,
+            timeout=60,
+        )
+
+    def import_busybox(self, tag: str) -> None:
+        rootfs = os.path.join(self.dir, "rootfs.tar")
+        page = os.path.join(self.dir, "index.html")
+        with open(page, "w") as f:
+            f.write(PAGE)
+        with tarfile.open(rootfs, "w") as tar:
+            tar.add(BUSYBOX, arcname="bin/busybox")
+            link = tarfile.TarInfo("bin/sh")
+            link.type = tarfile.SYMTYPE
+            link.linkname = "busybox"
+            tar.addfile(link)
+            tar.add(page, arcname="www/index.html")
+        with open(rootfs, "rb") as f:
+            self.docker("import", "-", tag, stdin=f.read())
+
+    def run_httpd(self, name: str, tag: str) -> Tuple[str, str]:
+        """Start the web container; (container id, container IP)."""
+        cid = self.docker(
+            "run",
+            "-d",
+            "--name",
+            name,
+            tag,
+            "/bin/busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        )
+        container_id = cid.stdout.decode().strip()
+        ip = (
+            self.docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", name)
+            .stdout.decode()
+            .strip()
+        )
+        return container_id, ip
+
+    def close(self) -> None:
+        self.docker("rm", "-f", "web", check=False)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.log.close()
+        subprocess.run(
+            ["umount", "-R", os.path.join(self.dir, "exec")], capture_output=True, check=False
+        )
+        subprocess.run(
+            ["umount", "-R", os.path.join(self.dir, "data")], capture_output=True, check=False
+        )
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    with Lab(nodes=1, clients=1) as lab:
+        yield lab
+
+
+def test_a_real_docker_container_behind_a_vip(lab: Lab) -> None:
+    node = lab.nodes[0]
+    dockerd = Dockerd(node)
+    try:
+        dockerd.import_busybox("busybox-httpd:local")
+        container_id, container_ip = dockerd.run_httpd("web", "busybox-httpd:local")
+        assert container_ip.startswith("172.31.77.")
+        pod = {
+            "InstanceNo": 1,
+            "Containers": [
+                {
+                    "Id": container_id,
+                    "NodeName": node.name,
+                    "NodeIp": node.ip,
+                    "ContainerIp": container_ip,
+                    "ContainerPort": 80,
+                }
+            ],
+        }
+        etcd = lab.etcd.client()
+        etcd.put(
+            "/lain/deployd/pod_groups/web/web.web.web",
+            json.dumps({"Spec": {"Namespace": "web", "Name": "web.web.web"}, "Pods": [pod]}),
+        )
+        etcd.put(
+            f"/lain/config/vips/{VIP}",
+            json.dumps(
+                {
+                    "app": "web",
+                    "proc": "web",
+                    "ports": [{"src": "8080", "proto": "tcp", "dest": "80"}],
+                }
+            ),
+        )
+        node.start_networkd(docker_endpoint=f"unix://{dockerd.socket}")
+        node.daemon.wait_running(timeout=30)
+        wait_for(lambda: node.has_address(VIP), 15, what="VIP bound")
+
+        # client -> VIP:8080 -> DNAT -> container:80 (busybox httpd)
+        reply = wait_for(lambda: http_get(lab, VIP, 8080), 10, what="HTTP through the VIP")
+        assert "200 OK" in reply and PAGE.strip() in reply
+
+        # Docker says the container stopped: the node is no longer eligible; VIP released.
+        dockerd.docker("stop", "-t", "1", "web")
+        wait_for(
+            lambda: not node.has_address(VIP), 20, what="VIP released after the container stopped"
+        )
+        status = node.daemon.status(0.5)
+        assert [v["state"] for v in status["vips"] if v["ip"] == VIP] == ["INELIGIBLE"]
+        assert not [r for r in node.nat_rules() if VIP in r]
+
+        # ... and taken again once it runs again.
+        dockerd.docker("start", "web")
+        wait_for(lambda: node.has_address(VIP), 20, what="VIP bound again")
+        assert PAGE.strip() in wait_for(lambda: http_get(lab, VIP, 8080), 10, what="HTTP again")
+    finally:
+        if node.daemon is not None:
+            node.daemon.close()
+        dockerd.close()
+
+
+def http_get(lab: Lab, ip: str, port: int) -> str:
+    """GET /index.html from the client namespace; "" when nothing answers."""
+    sock = lab.client.socket()
+    sock.settimeout(1.0)
+    try:
+        sock.connect((ip, port))
+        sock.sendall(b"GET /index.html HTTP/1.0\r\nHost: web\r\n\r\n")
+        data = b""
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data.decode(errors="replace")
+    except OSError:
+        return ""
+    finally:
+        sock.close()
