@@ -19,17 +19,7 @@ WORKERS = ["watcher", "elector", "applier"]
 
 
 def pod_group(lab: Lab, nodes: List[LabNode], app: str = "web", proc: str = "worker") -> str:
-    pods = []
-    for i, node in enumerate(nodes):
-        container = {
-            "Id": f"c{node.index}{app}",
-            "NodeName": node.name,
-            "NodeIp": node.ip,
-            "ContainerIp": node.container_ip,
-            "ContainerPort": 80,
-        }
-        pods.append({"InstanceNo": i + 1, "Containers": [container]})
-    return json.dumps({"Spec": {"Namespace": app, "Name": f"{app}.{app}.{proc}"}, "Pods": pods})
+    return lab.pod_group(nodes, app, proc)
 
 
 def vip_value(excluded: Any = (), app: str = "web") -> str:

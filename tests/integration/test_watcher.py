@@ -20,6 +20,7 @@ from networkd.bus.subscriber import Subscriber
 from networkd.etcd.state import TOPICS, ClusterState
 from tests.support.daemon import Daemon, wait_for
 from tests.support.etcd import EtcdServer
+from tests.support.lain import pod, pod_group
 
 HOSTNAME = "node1"
 WATCH_TOPICS = [*TOPICS, "state.etcd", "state.sync", "config.error"]
@@ -126,25 +127,6 @@ def start_watcher(base: str, endpoint: str, **flags: Any) -> Daemon:
 
 def j(value: Any) -> str:
     return json.dumps(value)
-
-
-def pod_group(app: str, proc: str, pods: List[Any]) -> str:
-    return j({"Spec": {"Namespace": app, "Name": f"{app}.worker.{proc}"}, "Pods": pods})
-
-
-def pod(instance: int, node: str, ip: str) -> Any:
-    return {
-        "InstanceNo": instance,
-        "Containers": [
-            {
-                "Id": f"c{instance}",
-                "NodeName": node,
-                "NodeIp": "10.1.0.1",
-                "ContainerIp": ip,
-                "ContainerPort": 80,
-            }
-        ],
-    }
 
 
 def every_kind(version: int) -> Dict[str, str]:

@@ -36,20 +36,6 @@ def step(text: str) -> None:
     print(f"\n{BOLD}== {text}{RESET}", flush=True)
 
 
-def pod_group(nodes: List[LabNode]) -> str:
-    pods = []
-    for i, node in enumerate(nodes):
-        container = {
-            "Id": f"web{node.index}",
-            "NodeName": node.name,
-            "NodeIp": node.ip,
-            "ContainerIp": node.container_ip,
-            "ContainerPort": 80,
-        }
-        pods.append({"InstanceNo": i + 1, "Containers": [container]})
-    return json.dumps({"Spec": {"Namespace": "web", "Name": "web.web.worker"}, "Pods": pods})
-
-
 def dns_a(node: LabNode, name: str) -> str:
     """Ask node's networkd (inside its namespace) for the A records of ``name``."""
     host, port = node.daemon.dns_addr
@@ -218,7 +204,7 @@ def main() -> int:
         )
         etcd = lab.etcd.client()
         step("Seeding etcd the way LAIN does")
-        etcd.put("/lain/deployd/pod_groups/web/web.web.worker", pod_group(lab.nodes))
+        etcd.put("/lain/deployd/pod_groups/web/web.web.worker", lab.pod_group(lab.nodes))
         say("pod_groups: web.web.worker runs one container on every node")
         ports = [{"src": "80", "proto": "tcp", "dest": "80"}]
         etcd.put(

@@ -652,20 +652,24 @@ class Lab:
     # -- helpers -------------------------------------------------------------------------
 
     def wait(self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-        deadline = time.monotonic() + timeout
-        value = None
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise AssertionError(
-            f"timed out after {timeout}s waiting for {what or predicate}; last {value!r}"
-        )
+        from tests.support.daemon import wait_for
+
+        return wait_for(predicate, timeout, what=what)
 
     def client_ping(self, address: str, client: int = 0) -> str:
         """``ping -c 1`` from a client namespace; returns ping's output."""
         return ns_exec(self.clients[client].ns, "ping", "-c", "1", "-W", "1", address, check=False)
+
+    @staticmethod
+    def pod_group(nodes: Sequence["LabNode"], app: str = "web", proc: str = "worker") -> str:
+        """deployd's pod group with one container of app.proc on each of ``nodes``."""
+        from tests.support.lain import pod, pod_group
+
+        pods = [
+            pod(i + 1, n.name, n.container_ip, n.ip, f"c{n.index}{app}")
+            for i, n in enumerate(nodes)
+        ]
+        return pod_group(app, proc, pods, kind=app)
 
     def owners(self, vip: str) -> List[str]:
         """Names of the nodes that hold ``vip`` on eth0 right now."""

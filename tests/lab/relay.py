@@ -15,23 +15,7 @@ import threading
 from typing import List
 
 from tests.lab.netns import CLONE_NEWNET, NETNS_DIR, _libc
-
-
-def pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while True:
-            data = src.recv(65536)
-            if not data:
-                break
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for sock in (src, dst):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+from tests.support.ports import splice
 
 
 def handle(client: socket.socket, target: str) -> None:
@@ -44,8 +28,8 @@ def handle(client: socket.socket, target: str) -> None:
     upstream.settimeout(None)
     upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
-    threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+    threading.Thread(target=splice, args=(client, upstream), daemon=True).start()
+    threading.Thread(target=splice, args=(upstream, client), daemon=True).start()
 
 
 def main(argv: List[str]) -> int:

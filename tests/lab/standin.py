@@ -67,16 +67,9 @@ class BusStandIn:
         return [env.body for env in list(self.envelopes) if env.topic == topic]
 
     def wait(self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-        deadline = time.monotonic() + timeout
-        value = None
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.02)
-        raise AssertionError(
-            f"timed out after {timeout}s waiting for {what or predicate}; last {value!r}"
-        )
+        from tests.support.daemon import wait_for
+
+        return wait_for(predicate, timeout, interval=0.02, what=what)
 
     def close(self) -> None:
         self._stop.set()

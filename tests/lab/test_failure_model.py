@@ -30,18 +30,6 @@ NAME = "svc.lain"
 NAME_IP = "10.1.2.3"
 
 
-def pod_group(node: LabNode) -> str:
-    container = {
-        "Id": "c1web",
-        "NodeName": node.name,
-        "NodeIp": node.ip,
-        "ContainerIp": node.container_ip,
-        "ContainerPort": 80,
-    }
-    pods = [{"InstanceNo": 1, "Containers": [container]}]
-    return json.dumps({"Spec": {"Namespace": "web", "Name": "web.web.worker"}, "Pods": pods})
-
-
 def dns_query(qid: int, name: str) -> bytes:
     header = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
     qname = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
@@ -106,7 +94,7 @@ def node() -> Iterator[LabNode]:
     with Lab(nodes=1, clients=1) as lab:
         node = lab.nodes[0]
         client = lab.etcd.client()
-        client.put("/lain/deployd/pod_groups/web/web.web.worker", pod_group(node))
+        client.put("/lain/deployd/pod_groups/web/web.web.worker", lab.pod_group([node]))
         ports = [{"src": "80", "proto": "tcp", "dest": "80"}]
         client.put(
             f"/lain/config/vips/{VIP}", json.dumps({"app": "web", "proc": "worker", "ports": ports})

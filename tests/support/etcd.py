@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, List, Optional, Tuple
 
-from tests.support.ports import free_ports
+from tests.support.ports import free_ports, splice
 
 ETCD_BINARY = shutil.which("etcd") or "/usr/bin/etcd"
 
@@ -304,25 +304,8 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._conns += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                sock.close()
+            threading.Thread(target=splice, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=splice, args=(upstream, client), daemon=True).start()
 
     def cut(self) -> None:
         self.blocked = True

@@ -1,4 +1,4 @@
-"""Free loopback ports for test servers."""
+"""Free loopback ports for test servers, and the splice loop of the test TCP relays."""
 
 import socket
 from typing import List
@@ -20,3 +20,22 @@ def free_ports(count: int, host: str = "127.0.0.1") -> List[int]:
 
 def free_port(host: str = "127.0.0.1") -> int:
     return free_ports(1, host)[0]
+
+
+def splice(src: socket.socket, dst: socket.socket) -> None:
+    """Copy ``src`` to ``dst`` until either side ends, then shut both down and close them."""
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()

@@ -1,7 +1,7 @@
 """ClusterState: the pure mapping from etcd keys to the watcher's topics and its deltas."""
 
 import json
-from typing import Any, List
+from typing import Any
 
 from networkd import keys
 from networkd.bus.messages import ConfigError, LocalContainer, ProcNodes
@@ -14,34 +14,21 @@ from networkd.etcd.state import (
     TOPICS,
     ClusterState,
 )
+from tests.support.lain import pod
+from tests.support.lain import pod_group as pod_group_text
 
 
 def j(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
+def pod_group(app: str, proc: str, pods: Any) -> bytes:
+    return pod_group_text(app, proc, pods).encode()
+
+
 VIP_A = j({"app": "a", "proc": "p", "ports": [{"src": "80"}]})
 VIP_B = j({"app": "b", "proc": "p", "ports": [{"src": "81"}]})
 BAD_VIP = j({"app": "a", "ports": [{"src": "99999"}]})
-
-
-def pod_group(app: str, proc: str, pods: List[Any]) -> bytes:
-    return j({"Spec": {"Namespace": app, "Name": f"{app}.worker.{proc}"}, "Pods": pods})
-
-
-def pod(instance: int, node: str, ip: str) -> Any:
-    return {
-        "InstanceNo": instance,
-        "Containers": [
-            {
-                "Id": f"c{instance}",
-                "NodeName": node,
-                "NodeIp": "10.0.0.1",
-                "ContainerIp": ip,
-                "ContainerPort": 80,
-            }
-        ],
-    }
 
 
 def test_put_change_delete_deltas() -> None:
