@@ -52,6 +52,10 @@ def write_lease_file(path: str, lease_id: int, hostname: str) -> None:
     os.replace(tmp, path)
 
 
+# Consecutive failed renewals (one per TTL/4) before another etcd endpoint is tried.
+FAILOVER_AFTER = 2
+
+
 class LeaseKeeper:
     """Grants or resumes the node lease and renews it from its own thread.
 
@@ -93,6 +97,9 @@ class LeaseKeeper:
         self._resumed = False
         self._was_alive = False
         self._notified: Any = None
+        # Set once renewals had to move to another etcd endpoint (the elector then
+        # restarts so that its other channels reconnect too; the lease is resumed).
+        self.switched_endpoint = ""
 
     # -- public view (any thread) ------------------------------------------------------
 
@@ -270,9 +277,46 @@ class LeaseKeeper:
         with self._lock:
             self._failures += 1
             self._consecutive_failures += 1
-            first = self._consecutive_failures == 1
-        if first:
+            failures = self._consecutive_failures
+        if failures == 1:
             log.warning("lease renewal failed id=%x reason=%s", self.lease_id, reason)
+        if failures % FAILOVER_AFTER == 0:
+            self._try_other_endpoint()
+
+    def _try_other_endpoint(self) -> None:
+        """Renewals keep failing: if another etcd endpoint answers, renew through it now.
+
+        The factory returns a client for the first endpoint that answers a read; with a
+        single endpoint it returns the same one and nothing changes (gRPC reconnects).
+        """
+        old = getattr(self._client, "endpoint", None)
+        try:
+            client = self._client_factory()
+        except Exception as exc:
+            log.debug("lease failover probe failed reason=%s", exc)
+            return
+        new = getattr(client, "endpoint", None)
+        if new is None or new == old:
+            try:
+                client.close()
+            except Exception:
+                pass
+            return
+        previous, self._client = self._client, client
+        try:
+            previous.close()
+        except Exception:
+            pass
+        self.switched_endpoint = getattr(new, "url", str(new))
+        log.warning(
+            "etcd endpoint switched for the lease from=%s to=%s",
+            getattr(old, "url", old),
+            self.switched_endpoint,
+        )
+        if self.lease_id:
+            self._renew()
+        else:
+            self._grant()
 
     def _notify_if_changed(self) -> None:
         alive = self.alive()

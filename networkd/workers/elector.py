@@ -197,6 +197,14 @@ def main(ctx: WorkerContext) -> int:
             inputs.pump()
             out_pub.publish()
             pub.poll()
+            if core.keeper.switched_endpoint:
+                # The lease lives on through another endpoint; restart (resuming it) so
+                # that the mirror and the controller reconnect too. Crash-only: the
+                # supervisor starts us again at once and no VIP moves.
+                ctx.log.warning(
+                    "elector restarting to reconnect endpoint=%s", core.keeper.switched_endpoint
+                )
+                return 0
         if ctx.final:
             ctx.log.info("elector final stop: releasing VIPs, resigning, revoking the lease")
             core.begin_final()
