@@ -36,25 +36,6 @@ def summary_s(values: List[float]) -> str:
     )
 
 
-def pod_group(nodes: List[LabNode]) -> str:
-    pods = [
-        {
-            "InstanceNo": i + 1,
-            "Containers": [
-                {
-                    "Id": f"c{n.index}",
-                    "NodeName": n.name,
-                    "NodeIp": n.ip,
-                    "ContainerIp": n.container_ip,
-                    "ContainerPort": 80,
-                }
-            ],
-        }
-        for i, n in enumerate(nodes)
-    ]
-    return json.dumps({"Spec": {"Namespace": "web", "Name": "web.web.worker"}, "Pods": pods})
-
-
 def vip_value(ports: Tuple[int, ...] = (80, 9000)) -> str:
     specs = [{"src": str(p), "proto": "udp" if p == 9000 else "tcp", "dest": str(p)} for p in ports]
     return json.dumps({"app": "web", "proc": "worker", "ports": specs})
@@ -177,7 +158,7 @@ def bench_cold_start_500() -> float:
     with Lab(nodes=1, clients=1) as lab:
         etcd = lab.etcd.client()
         node = lab.nodes[0]
-        etcd.put("/lain/deployd/pod_groups/web/web.web.worker", pod_group([node]))
+        etcd.put("/lain/deployd/pod_groups/web/web.web.worker", lab.pod_group([node]))
         ips = [f"10.88.{i // 250}.{i % 250 + 1}" for i in range(500)]
         for ip in ips:
             etcd.put(f"/lain/config/vips/{ip}", vip_value())
@@ -197,7 +178,7 @@ def bench_cold_start_500() -> float:
 def main() -> None:
     with Lab(nodes=3, clients=1) as lab:
         etcd = lab.etcd.client()
-        etcd.put("/lain/deployd/pod_groups/web/web.web.worker", pod_group(lab.nodes))
+        etcd.put("/lain/deployd/pod_groups/web/web.web.worker", lab.pod_group(lab.nodes))
         etcd.put(f"/lain/config/vips/{VIP}", vip_value())
         for node in lab.nodes:
             node.start_networkd(workers=WORKERS, docker_endpoint="")
