@@ -7,9 +7,7 @@ leader values reported but harmless, and no etcd writes at all in steady state.
 import json
 import time
 
-import pytest
-
-from tests.integration.elector_cluster import Cluster, timed
+from tests.integration.elector_cluster import timed
 
 NODES = ["n1", "n2", "n3"]
 JOB_FLAGS = {
@@ -19,15 +17,6 @@ JOB_FLAGS = {
     "webrouter": True,
     "streamrouter": True,
 }
-
-
-@pytest.fixture
-def cluster(etcd, tmp_path):
-    c = Cluster(etcd, str(tmp_path))
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def get(cluster, key):

@@ -9,21 +9,10 @@ import os
 import signal
 import time
 
-import pytest
-
 from tests.integration.elector_cluster import Cluster, timed
 
 NODES = ["n1", "n2", "n3"]
 VIP = "10.5.0.1"
-
-
-@pytest.fixture
-def cluster(etcd, tmp_path):
-    c = Cluster(etcd, str(tmp_path))
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def bound(c, name):
