@@ -24,6 +24,7 @@ def _publisher(run_dir: str, rate: float, count: int, ready: Any, go: Any) -> No
     ctx = zmq.Context()
     pub = Publisher(ctx, run_dir, "watcher")
     topic = pub.state("state.domains")
+    topic.replace({})  # the first publication (a snapshot); what follows are deltas
     ready.set()
     go.wait()
     deadline = time.monotonic() + 2.0
