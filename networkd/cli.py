@@ -7,7 +7,7 @@ from networkd.config import Config, ConfigError, parse_args, version_line
 from networkd.lockfile import AlreadyRunning
 
 EXIT_USAGE = 2
-EXIT_LOCKED = 1
+EXIT_LOCKED = 1  # another daemon holds the lock, or a start-up resource is missing
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -29,12 +29,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     # Imported late: -version must not need anything but the standard library.
     from networkd import log as logsetup
-    from networkd.supervisor import Supervisor
+    from networkd.supervisor import StartupError, Supervisor
 
     logsetup.setup(config, "supervisor")
     try:
         return Supervisor(config, reload_config).run()
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, StartupError) as exc:
         print(f"networkd: {exc}", file=sys.stderr)
         return EXIT_LOCKED
     except ConfigError as exc:

@@ -67,6 +67,10 @@ def describe_exit(exitcode: Optional[int]) -> Tuple[Optional[int], str, str]:
     return exitcode, "", f"exit {exitcode}"
 
 
+class StartupError(RuntimeError):
+    """The daemon cannot start (a port in use, a directory it cannot create); exit 1."""
+
+
 class WorkerProcess:
     """One supervised worker: its spec, current process and state."""
 
@@ -142,7 +146,12 @@ class Supervisor:
     # ---------------------------------------------------------------- start-up
 
     def run(self) -> int:
-        self.lock.acquire()
+        try:
+            self.lock.acquire()
+        except OSError as exc:
+            raise StartupError(
+                f"-lock.filename: cannot lock {self.config.lock_filename}: {exc.strerror}"
+            ) from None
         try:
             return self._run_locked()
         finally:
@@ -192,9 +201,12 @@ class Supervisor:
         """Run dir and bus dir are root's; each publisher gets a directory only it may write."""
         run_dir = self.config.run_dir
         self.check_reachable(run_dir)
-        for path in (run_dir, os.path.join(run_dir, "bus"), os.path.join(run_dir, "state")):
-            os.makedirs(path, exist_ok=True)
-            os.chmod(path, 0o755)
+        try:
+            for path in (run_dir, os.path.join(run_dir, "bus"), os.path.join(run_dir, "state")):
+                os.makedirs(path, exist_ok=True)
+                os.chmod(path, 0o755)
+        except OSError as exc:
+            raise StartupError(f"-run.dir: cannot prepare {run_dir}: {exc.strerror}") from None
         owners = {"supervisor": 0}
         for spec in specs:
             owners[spec.name] = self.uid_for(spec)
@@ -231,8 +243,8 @@ class Supervisor:
         os.chmod(path, mode)
 
     def user_for(self, spec: WorkerSpec) -> str:
-        if spec.user == "root" or os.geteuid() != 0:
-            return "root" if spec.user == "root" else self.config.user
+        if spec.user == "root":
+            return "root"
         return self.config.dns_user if spec.user == "dns" else self.config.user
 
     def uid_for(self, spec: WorkerSpec) -> int:
@@ -245,7 +257,12 @@ class Supervisor:
         from networkd.dns.sockets import create_listeners
 
         host, port = self.config.dns_host_port
-        self.dns_sockets = create_listeners(host, port, self.config.dns_replicas)
+        try:
+            self.dns_sockets = create_listeners(host, port, self.config.dns_replicas)
+        except OSError as exc:
+            raise StartupError(
+                f"-godns.addr: cannot listen on {host}:{port}: {exc.strerror}"
+            ) from None
         log.info("dns sockets bound addr=%s:%d replicas=%d", host, port, len(self.dns_sockets))
 
     def install_signals(self) -> None:

@@ -342,3 +342,21 @@ def test_metrics_endpoint_serves_prometheus_text(daemon: Daemon) -> None:
         return -1.0
 
     assert wait_for(lambda: restarts() == 1.0, 10, what="restart counted in /metrics")
+
+
+def test_dns_port_in_use_is_a_clear_start_up_error(tmp_path: str) -> None:
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    blocker.bind(("127.0.0.1", 0))  # no SO_REUSEPORT: the daemon cannot share it
+    port = blocker.getsockname()[1]
+    daemon = Daemon(
+        str(tmp_path), workers=("dns",), flags={"godns.addr": f"127.0.0.1:{port}"}
+    ).start()
+    try:
+        assert daemon.proc is not None
+        assert daemon.proc.wait(20) == 1
+        assert f"-godns.addr: cannot listen on 127.0.0.1:{port}" in daemon.log()
+        assert "Traceback" not in daemon.log()
+        assert not os.path.exists(daemon.lock_file)
+    finally:
+        blocker.close()
+        daemon.close()
