@@ -36,7 +36,8 @@ GRPC_OPTIONS: List[Tuple[str, Any]] = [
     # Reconnect attempts of a channel: quick at first, bounded.
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2000),
+    # An owner coming back from a partition yields once it reaches etcd again: keep that quick.
+    ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 
 
