@@ -20,6 +20,7 @@ import pwd
 import signal
 import socket
 import sys
+import threading
 import time
 from types import FrameType
 from typing import Any, Dict, List, Optional
@@ -29,6 +30,10 @@ from networkd.config import Config
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
+
+# Set when this worker process is asked to stop: code that waits (for etcd, say) in a
+# thread or before the main loop runs waits on it instead of sleeping.
+STOP_EVENT = threading.Event()
 
 # Exit codes a worker returns; EXIT_FATAL means "restarting will not help".
 EXIT_OK = 0
@@ -102,6 +107,7 @@ class WorkerContext:
     def request_stop(self, final: bool) -> None:
         self.stopping = True
         self.final = self.final or final
+        STOP_EVENT.set()
 
     def close(self) -> None:
         if self._zmq is not None:

@@ -117,8 +117,12 @@ def test_worker_failing_at_start_goes_backoff_then_fatal(tmp_path: str) -> None:
         wait_for(
             lambda: daemon.workers().get("api", {}).get("state") == "FATAL", 20, what="api FATAL"
         )
+        # the tap's thread may still be receiving the last transitions
+        wait_for(
+            lambda: [e.body.new for e in tap.envelopes][-1:] == ["FATAL"], 5, what="tap saw FATAL"
+        )
         states = [e.body.new for e in tap.envelopes]
-        assert "BACKOFF" in states and states[-1] == "FATAL"
+        assert "BACKOFF" in states and states.count("FATAL") == 1
         assert daemon.proc is not None and daemon.proc.poll() is None, "the daemon stays up"
         assert daemon.ctl_status()["workers"][0]["state"] == "FATAL"
         # The operator fixes the cause and restarts it by name.
