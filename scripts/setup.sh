@@ -6,7 +6,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
 apt_packages=(etcd-server etcd-client iptables iproute2 dnsutils dnsmasq-base dnsperf
-              docker.io busybox-static rpm tcpdump procps psmisc python3-venv)
+              docker.io busybox-static rpm tcpdump procps psmisc python3-venv
+              openssl systemd groff-base util-linux passwd)
 
 missing=()
 for p in "${apt_packages[@]}"; do
