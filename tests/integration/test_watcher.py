@@ -20,7 +20,7 @@ from networkd.bus.subscriber import Subscriber
 from networkd.etcd.state import TOPICS, ClusterState
 from tests.support.daemon import Daemon, wait_for
 from tests.support.etcd import EtcdServer
-from tests.support.lain import pod, pod_group
+from tests.support.lain import one_key_of_each_kind, pod, pod_group
 
 HOSTNAME = "node1"
 WATCH_TOPICS = [*TOPICS, "state.etcd", "state.sync", "config.error"]
@@ -262,19 +262,8 @@ def test_bad_value_among_good_ones(etcd: EtcdServer, base_dir: str) -> None:
         client.close()
 
 
-FUZZ_KEYS = [
-    keys.vip_key("10.0.0.1"),
-    keys.vip_key("0.0.0.0", 8080),
-    keys.domain_key("fuzz.lain"),
-    keys.domain_key("*.fuzz"),
-    keys.domain_servers_key("fuzz"),
-    keys.pod_group_key("app", "app.worker.fuzz"),
-    keys.DEPLOYD_LEADER,
-    keys.STREAMROUTER_VIPPOOL,
-    keys.WHITELIST_IPS,
-    keys.whitelist_ex_ports_key("udp"),
-    keys.whitelist_in_ports_key("10.0.0.0/8"),
-    keys.apps_key("webrouter", "worker", "10.0.0.9", 80),
+# every kind, plus keys under our prefixes that are no kind at all
+FUZZ_KEYS = one_key_of_each_kind() + [
     keys.VIPS_PREFIX + "garbage-key",
     keys.POD_GROUPS_PREFIX + "deep/er/key",
 ]
@@ -303,7 +292,7 @@ def test_fuzz_never_kills_the_watcher(etcd: EtcdServer, base_dir: str) -> None:
         for key, value in good.items():
             client.put(key, value)
         for i in range(400):
-            key = rng.choice(FUZZ_KEYS)
+            key = rng.choice([k for k in FUZZ_KEYS if k not in good])
             roll = rng.random()
             if roll < 0.1:
                 client.delete(key)

@@ -3,6 +3,7 @@
 import pytest
 
 from networkd import keys
+from tests.support.lain import one_key_of_each_kind
 
 
 @pytest.mark.parametrize(
@@ -51,19 +52,7 @@ def test_classify_ignores_other_keys(key: str) -> None:
 
 
 def test_every_input_kind_is_inside_a_watch_range() -> None:
-    samples = [
-        keys.vip_key("10.0.0.1"),
-        keys.domain_key("a.lain"),
-        keys.domain_servers_key("lain"),
-        keys.pod_group_key("app", "app.web.web"),
-        keys.DEPLOYD_LEADER,
-        keys.SWARM_LEADER,
-        keys.STREAMROUTER_VIPPOOL,
-        keys.WHITELIST_IPS,
-        keys.whitelist_ex_ports_key("tcp"),
-        keys.whitelist_in_ports_key("10.0.0.0/8"),
-        keys.apps_key("webrouter", "worker", "10.0.0.1", 80),
-    ]
+    samples = one_key_of_each_kind()
     for key in samples:
         assert keys.classify(key) is not None, key
         assert any(

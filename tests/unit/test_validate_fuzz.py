@@ -14,22 +14,9 @@ from hypothesis import strategies as st
 from networkd import keys
 from networkd.etcd.state import T_CONFIG_ERRORS, ClusterState
 from networkd.etcd.validate import Parsed, validate
+from tests.support.lain import one_key_of_each_kind
 
-KEYS = [
-    keys.vip_key("10.0.0.1"),
-    keys.vip_key("0.0.0.0", 8080),
-    keys.domain_key("a.lain"),
-    keys.domain_key("*.lain"),
-    keys.domain_servers_key("lain"),
-    keys.pod_group_key("app", "app.web.web"),
-    keys.DEPLOYD_LEADER,
-    keys.SWARM_LEADER,
-    keys.STREAMROUTER_VIPPOOL,
-    keys.WHITELIST_IPS,
-    keys.whitelist_ex_ports_key("tcp"),
-    keys.whitelist_in_ports_key("10.0.0.0/8"),
-    keys.apps_key("tinydns", "worker", "10.0.0.3", 53),
-]
+KEYS = one_key_of_each_kind()
 
 FIELDS = [
     "app", "proc", "ports", "src", "proto", "dest", "excluded_nodes", "ips", "type", "servers",
