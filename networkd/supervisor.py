@@ -6,6 +6,7 @@ ZeroMQ context, so nothing that breaks across fork exists where the forking happ
 loop waits on process sentinels, the signal pipe and the control socket.
 """
 
+import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -477,13 +478,8 @@ class Supervisor:
             log.warning(
                 "reload needs a restart of networkd for changes to -godns.addr, -dns.replicas or -workers"
             )
-            self.config = type(new)(
-                **{
-                    **new.__dict__,
-                    "godns_addr": old.godns_addr,
-                    "dns_replicas": old.dns_replicas,
-                    "workers": old.workers,
-                }
+            self.config = dataclasses.replace(
+                new, godns_addr=old.godns_addr, dns_replicas=old.dns_replicas, workers=old.workers
             )
         changed = [
             wp

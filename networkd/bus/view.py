@@ -8,6 +8,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from networkd.bus.codec import Envelope
+from networkd.bus.publisher import endpoint_path
 from networkd.bus.subscriber import Subscriber
 from networkd.status import publisher_names
 
@@ -42,11 +43,7 @@ class BusView:
         return self.subscriber.sources
 
     def live_sources(self) -> List[str]:
-        return [
-            n
-            for n in self.sources
-            if os.path.exists(os.path.join(self.run_dir, "bus", n, "pub.sock"))
-        ]
+        return [n for n in self.sources if os.path.exists(endpoint_path(self.run_dir, n))]
 
     def close(self) -> None:
         self.subscriber.close()
