@@ -46,6 +46,8 @@ class Subscriber:
         self._mirrors: Dict[Tuple[str, str], Mirror] = {}
         self._events_seen = 0
         self.poller = zmq.Poller()
+        self._extra_key: Tuple[Any, ...] = ()
+        self._extra_poller = self.poller
         self._context = context
         for name, prefixes in sources.items():
             self.add_source(name, prefixes)
@@ -95,11 +97,16 @@ class Subscriber:
         """Wait up to ``timeout_ms`` for messages, apply them, return what was applied."""
         poller = self.poller
         if extra:
-            poller = zmq.Poller()
-            for sock in self._sockets.values():
-                poller.register(sock, zmq.POLLIN)
-            for item in extra:
-                poller.register(item, zmq.POLLIN)
+            # Callers poll every few ms with the same extra fds: build that poller once.
+            key = (tuple(extra), len(self._sockets))
+            if key != self._extra_key:
+                self._extra_key = key
+                self._extra_poller = zmq.Poller()
+                for sock in self._sockets.values():
+                    self._extra_poller.register(sock, zmq.POLLIN)
+                for item in extra:
+                    self._extra_poller.register(item, zmq.POLLIN)
+            poller = self._extra_poller
         if not self._sockets and not extra:
             time.sleep(timeout_ms / 1000.0)
             return []
