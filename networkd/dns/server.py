@@ -408,11 +408,10 @@ class DnsServer:
                     answers.append((slot, data[:2] + answer))
                     rcodes[answer[1] & 15] += 1
                 count += len(got)
+                self.stats.queries += len(got)  # counted before the answers leave
                 batched.reply(answers)
         except OSError as exc:
             log.warning("udp receive failed reason=%s", exc)
-        finally:
-            self.stats.queries += count
 
     def _send_udp(self, data: bytes, addr: Any) -> None:
         try:
