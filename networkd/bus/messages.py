@@ -290,13 +290,29 @@ class LeaderInfo:
 class LeaseHealth:
     """Item ``lease`` of ``state.lease`` (sender: elector; readers: applier, api).
 
-    ``alive`` false means the lease could not be renewed in time (fencing applies)."""
+    ``alive`` false means the lease could not be renewed in time (fencing applies).
+    ``valid_until`` is the CLOCK_MONOTONIC instant (``time.monotonic()``, the same in every
+    process of the host) after which the lease may be gone: a reader treats the lease as
+    dead past it, whatever it heard last (0: no lease)."""
 
     lease_id: int
     alive: bool
     ttl_s: float
     keepalive_ms: float = 0.0
     keepalive_failures: int = 0
+    valid_until: float = 0.0
+
+
+@register
+@dataclass
+class DesiredRevision:
+    """Item ``rev`` of ``state.desired_rev`` (sender: elector; readers: applier).
+
+    Sent right after every change of ``state.desired`` (same socket, so it arrives after
+    the change): the applier echoes it back in ``state.applied_rev`` once the host matches
+    that desired set, which is what lets the elector delete a released VIP's lock."""
+
+    rev: int
 
 
 # ---------------------------------------------------------------------------------------
@@ -313,6 +329,19 @@ class AppliedVip:
     ip: str
     bound: bool
     rules: int
+
+
+@register
+@dataclass
+class AppliedRevision:
+    """Item ``rev`` of ``state.applied_rev`` (sender: applier; readers: elector).
+
+    The elector's ``state.desired`` revision (and the elector's epoch, so a restarted
+    elector never takes an old echo for its own) that the host matched at the end of the
+    applier's last pass: every address not desired in it is gone."""
+
+    epoch: float
+    rev: int
 
 
 @register
@@ -423,11 +452,13 @@ STATE_TOPICS: Dict[str, type] = {
     "state.etcd": EtcdHealth,
     "state.sync": WatcherSync,
     "state.desired": DesiredVip,
+    "state.desired_rev": DesiredRevision,
     "state.vip_status": VipStatus,
     "state.leader": LeaderInfo,
     "state.lease": LeaseHealth,
     "state.elector": ElectorCounters,
     "state.applied": AppliedVip,
+    "state.applied_rev": AppliedRevision,
     "state.applier": ApplierCounters,
     "state.upstreams": Upstreams,
     "state.hosts": HostsEntry,

@@ -12,6 +12,14 @@ we are still eligible: it is re-contended at once, and dropped only when another
 demonstrably holds the lock (or the applier yielded to another node's announcement).
 Fencing ``strict``: a VIP is kept only while the lock is ours; the worker additionally
 drops every bound VIP when the lease is not alive.
+
+Settling (holder affinity): after a disturbance of etcd (this node's lease expired under
+it, or its connection to etcd was lost), locks that vanished with many leases at once
+belong to nodes that may well still be fine. While ``settling`` a free lock is contended
+at once by its last holder only (this node, if it still has the address or held it last);
+other nodes leave it alone until the settling period ends, and nobody gives VIPs away to
+rebalance. So an etcd stall moves no VIP whose holder stayed healthy, and a VIP never
+gets a second announcer from the reshuffle.
 """
 
 import dataclasses
@@ -59,6 +67,9 @@ class PlanInput:
     yielded: Set[str] = dataclasses.field(default_factory=set)
     giveaway_blocked: Set[str] = dataclasses.field(default_factory=set)
     over_share_delay: float = 4.0
+    settling: bool = False
+    last_holder: Dict[str, str] = dataclasses.field(default_factory=dict)  # ip -> hostname
+    rebalance: bool = True  # False while the cluster's presence keys are still moving
 
 
 def plan_vips(p: PlanInput) -> VipPlan:
@@ -141,6 +152,12 @@ def plan_vips(p: PlanInput) -> VipPlan:
             out.release[ip] = 0
         if not p.alive:
             continue
+        if p.settling:
+            last = p.last_holder.get(ip, "")
+            if last == me:
+                out.compete[ip] = 0.0  # ours before the disturbance: take it back first
+            if last:
+                continue  # another node's: its holder takes it back, or we do once settled
         nodes = nodes_of[pk]
         share = spread.fair_share(len(by_proc[pk]), len(nodes))
         eligible_nodes = [n for n in nodes if n not in cfg.excluded_nodes]
@@ -155,8 +172,8 @@ def plan_vips(p: PlanInput) -> VipPlan:
         if ip not in p.configs and ip not in out.release and ip not in p.releasing:
             out.release[ip] = 0
 
-    # Rebalance: one VIP per proc at a time, only with a live lease.
-    if p.alive:
+    # Rebalance: one VIP per proc at a time, only with a live lease, once settled.
+    if p.alive and p.rebalance and not p.settling:
         for pk, ips in by_proc.items():
             if any(ip in p.releasing for ip in ips):
                 continue

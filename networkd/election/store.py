@@ -11,6 +11,7 @@ import logging
 from typing import Any, List, NamedTuple, Optional
 
 from networkd.election.mirror import KeyMirror
+from networkd.etcd.channel import ClientHolder
 
 log = logging.getLogger("networkd.elector")
 
@@ -52,12 +53,20 @@ def _header_revision(
 
 
 class OwnedKeys:
-    """Transactions on keys bound to this node's lease, echoed into the mirror."""
+    """Transactions on keys bound to this node's lease, echoed into the mirror.
+
+    ``client`` is an etcd3 client or a ``ClientHolder`` (whose current client is used for
+    each transaction, so a replaced channel is picked up at once)."""
 
     def __init__(self, client: Any, hostname: str, mirror: Optional[KeyMirror] = None) -> None:
-        self.client = client
+        self._source = client
         self.hostname = hostname
         self.mirror = mirror
+
+    @property
+    def client(self) -> Any:
+        source = self._source
+        return source.get() if isinstance(source, ClientHolder) else source
 
     def claim(self, key: str, lease_id: int, value: Optional[str] = None) -> TxnResult:
         """Create ``key`` = hostname (or ``value``) bound to the lease, only if absent."""

@@ -1,19 +1,26 @@
 """The applier worker (root): makes the host match the desired VIP set and the ACL.
 
-Inputs (bus): elector ``state.desired`` (DesiredVip per key: ``<ip>`` = owned floating VIP,
-``<ip>:<port>`` = port-only mapping), elector ``state.lease`` (fencing), watcher
-``state.vips`` (which addresses are cluster VIPs, so leftovers can be removed) and, with
-``-acl``, watcher ``state.acl``.
+Inputs (bus): elector ``state.desired`` and ``state.desired_rev`` (DesiredVip per key:
+``<ip>`` = owned floating VIP, ``<ip>:<port>`` = port-only mapping), elector
+``state.lease`` (fencing, with its deadline), watcher ``state.vips`` (which addresses are
+cluster VIPs, so leftovers can be removed) and, with ``-acl``, watcher ``state.acl``.
 
 Outputs: addresses (netlink), nat rules and the ACL (python-iptables), gratuitous ARP /
-unsolicited NA, ``state.applied`` (what is on the host per key, read by the elector
-before it deletes a lock), ``state.applier`` counters, events ``vip.garp`` and
+unsolicited NA and probes, ``state.applied`` (what is on the host per key) and
+``state.applied_rev`` (the desired revision the host matched: the elector deletes a
+released VIP's lock only after it), ``state.applier`` counters, events ``vip.garp`` and
 ``vip.duplicate``.
 
 Rules of thumb:
 - Nothing is removed before the elector's snapshot arrived. Then every present address
   that is desired is adopted as it is (never removed and re-added); VIP addresses that are
   not desired are removed (known VIPs: configured ones and those recorded as ours).
+- Break before make, in this order (``networkd.net.vip_plan``): addresses that go are
+  removed first, never waiting for the xtables lock; then the rules; then only addresses
+  whose rules are in place are added. The xtables lock is tried for a moment and the
+  pass retried, so neither removals nor fencing ever wait behind iptables.
+- What the lease allows is ``networkd.net.fencing``: announcements only before the lease's
+  deadline; probing and yielding otherwise.
 - Every second the host is compared again, so outside changes are repaired.
 - A plain restart (TERM/HUP) touches nothing. The final stop (INT) removes the ACL, the
   rules and the addresses; the elector has released the VIPs by then.
@@ -25,26 +32,32 @@ import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from networkd.bus.messages import (
-    AppliedVip,
+    AppliedRevision,
     ApplierCounters,
     ConfigError,
+    DesiredRevision,
     DesiredVip,
     DuplicateClaim,
     GarpSent,
     LeaseHealth,
 )
+from networkd.net import fencing
 from networkd.net.acl_rules import AclRules
 from networkd.net.addresses import AddressTable, InterfaceMissing, normalize_ip, plan_addresses
-from networkd.net.claims import ClaimListener
+from networkd.net.claims import Claim, ClaimListener
 from networkd.net.garp import Announcer, GarpSchedule
-from networkd.net.nat_rules import NatRule, NatRules, dnat_rules, unique_by_port
+from networkd.net.nat_rules import NatRule, NatRules
+from networkd.net.vip_plan import HostWant, applied_items, plan_host, ready_to_bind
+from networkd.net.xtables import XtablesLockTimeout
 from networkd.workers.base import WorkerContext
 
 RECONCILE_INTERVAL = 1.0
 VERIFY_INTERVAL = 30.0
 POLL_MS = 50
-REANNOUNCE_MIN_INTERVAL = 1.0
+REANNOUNCE_MIN_INTERVAL = 0.2
 RECORD_FILE = "addresses.json"
+# How long a pass waits for the xtables lock before it is retried (the loop goes on).
+XTABLES_WAIT = 0.05
 
 
 class AddressRecord:
@@ -91,7 +104,7 @@ class Applier:
         self.log = ctx.log
         interface = self.config.net_interface
         self.addresses = AddressTable(interface)
-        self.nat = NatRules()
+        self.nat = NatRules(lock_timeout=XTABLES_WAIT)
         self.acl: Optional[AclRules] = AclRules() if self.config.acl else None
         self.announcer = Announcer(interface)
         self.claims = ClaimListener(interface)
@@ -105,12 +118,16 @@ class Applier:
         self.last_reconcile = 0.0
         self.last_verify = 0.0
         self.last_reannounce: Dict[str, float] = {}
+        self.next_probe = 0.0
+        self._pass_changes = 0
         self.last_signature: Any = None
         self.last_acl_signature = ""
         self.logged: Set[Tuple[str, str]] = set()
         self.acl_errors_sent: Set[Tuple[str, str]] = set()
         self.acl_applied = False
         self.interface_missing_logged = False
+        self.last_lease: Optional[LeaseHealth] = None
+        self.lease_seen: fencing.Lease = fencing.Lease.UNKNOWN
         sources: Dict[str, List[str]] = {
             "elector": ["state.desired", "state.lease"],
             "watcher": ["state.vips"],
@@ -121,6 +138,7 @@ class Applier:
         # state.applied is created on the first full pass: an empty snapshot before it would
         # tell the elector that addresses are gone when they may not be.
         self.applied: Any = None
+        self.applied_rev: Any = None
         self.key_bind: Dict[str, bool] = {}
         self.counters_topic = self.pub.state("state.applier")
         self.counters_topic.set("counters", ApplierCounters(**vars(self.counters)))
@@ -132,23 +150,30 @@ class Applier:
         items = self.sub.state("elector", "state.desired")
         return None if items is None else dict(items)
 
-    def lease(self) -> Optional[LeaseHealth]:
-        items = self.sub.state("elector", "state.lease")
-        if not items:
-            return None
-        item = items.get("lease")
-        return item if isinstance(item, LeaseHealth) else None
+    def desired_revision(self) -> Tuple[float, int]:
+        """(elector epoch, revision) of the desired set in hand; (0, 0) when unknown."""
+        items = self.sub.state("elector", "state.desired_rev") or {}
+        item = items.get("rev")
+        if not isinstance(item, DesiredRevision):
+            return 0.0, 0
+        return self.sub.epoch("elector", "state.desired_rev"), int(item.rev)
 
-    def lease_alive(self) -> bool:
-        """False only when the elector says the lease could not be renewed."""
-        lease = self.lease()
-        return lease is None or bool(lease.alive)
+    def lease_state(self, now: float) -> fencing.Lease:
+        """What the lease allows now. The last health seen is kept while the elector's
+        mirror resyncs (a restarted elector): its deadline still holds."""
+        items = self.sub.state("elector", "state.lease")
+        item = items.get("lease") if items else None
+        if isinstance(item, LeaseHealth):
+            self.last_lease = item
+        return fencing.lease_state(self.last_lease, now)
 
     def configured_vips(self) -> Set[str]:
+        """Addresses of the floating VIPs configured in the cluster (port-only keys bind no
+        address, whatever their address family)."""
         items = self.sub.state("watcher", "state.vips") or {}
         out = set()
-        for key, vip in items.items():
-            if ":" in key and "." in key:  # port-only keys bind no address
+        for vip in items.values():
+            if getattr(vip, "port", 0):
                 continue
             try:
                 out.add(normalize_ip(vip.ip))
@@ -168,17 +193,24 @@ class Applier:
         self.log.info("applier started interface=%s fencing=%s acl=%s", self.config.net_interface,
                       self.config.vip_fencing, self.config.acl)  # fmt: skip
         while not ctx.stopping:
-            extra = self._claim_fds()
-            envelopes = self.sub.poll(timeout_ms=POLL_MS, extra=extra)
+            envelopes = self.sub.poll(timeout_ms=POLL_MS, extra=self.claims.filenos())
             for env in envelopes:
                 if env.topic.startswith("state."):
                     self.dirty = True
-            self._read_claims()
             now = time.monotonic()
+            lease = self.lease_state(now)
+            if lease is not self.lease_seen:
+                self.log.info("applier lease state old=%s new=%s", self.lease_seen.value,
+                              lease.value)  # fmt: skip
+                self.lease_seen = lease
+                self.dirty = True  # strict fencing, or taking yielded VIPs back
+            self._read_claims(lease)
             if self.dirty or now - self.last_reconcile >= RECONCILE_INTERVAL:
                 verify = now - self.last_verify >= VERIFY_INTERVAL
                 self.reconcile(verify=verify)
-            self._announce(time.monotonic())
+            now = time.monotonic()
+            self._announce(now, lease)
+            self._probe(now, lease)
             self.pub.poll()
         if ctx.final:
             self.teardown()
@@ -187,56 +219,7 @@ class Applier:
         self.close()
         return 0
 
-    def _claim_fds(self) -> List[Any]:
-        if not self.bound:
-            return []
-        try:
-            return [self.claims.fileno()]
-        except OSError:
-            return []
-
     # -- reconcile -----------------------------------------------------------------------
-
-    def _target_ip(self, key: str, vip: DesiredVip) -> str:
-        ip = vip.ip
-        if not vip.bind and ip in ("", "0.0.0.0"):
-            ip = self.ctx.node_address
-        return normalize_ip(ip)
-
-    def _build(
-        self, desired: Dict[str, DesiredVip], fenced: bool
-    ) -> Tuple[Set[str], List[NatRule], Dict[str, str]]:
-        """Addresses and rules wanted now; also the resolved IP of each key."""
-        addresses: Set[str] = set()
-        rules: List[NatRule] = []
-        resolved: Dict[str, str] = {}
-        for key in sorted(desired):
-            vip = desired[key]
-            try:
-                ip = self._target_ip(key, vip)
-            except (ValueError, AttributeError) as exc:
-                self.warn_once(key, str(exc) or "no node address for 0.0.0.0")
-                continue
-            resolved[key] = ip
-            if vip.bind:
-                if fenced or ip in self.yielded:
-                    continue
-                addresses.add(ip)
-            if not vip.container_ip:
-                continue
-            for port in vip.ports:
-                dest = port.dest or port.src
-                try:
-                    rules.extend(dnat_rules(ip, port.proto or "tcp", port.src, vip.container_ip, dest,
-                                            f"{vip.app}.{vip.proc}"))  # fmt: skip
-                except (ValueError, TypeError) as exc:
-                    self.warn_once(key, str(exc))
-        kept, conflicts = unique_by_port(rules)
-        for rule in conflicts:
-            self.warn_once(
-                f"{rule.dst}:{rule.dport}/{rule.proto}", "two mappings for one port; the first wins"
-            )
-        return addresses, kept, resolved
 
     def reconcile(self, verify: bool = False) -> None:
         now = time.monotonic()
@@ -245,83 +228,143 @@ class Applier:
         if verify:
             self.last_verify = now
         self.counters.reconciles += 1
-        self._reconcile_acl()
         desired = self.desired()
         if desired is None:
+            self._reconcile_acl()
             return  # the elector's snapshot has not arrived: adopt by touching nothing
-        lease = self.lease()
-        if lease is not None and lease.alive:
+        revision = self.desired_revision()
+        lease = self.lease_state(now)
+        if lease is fencing.Lease.ALIVE:
             self.yielded.clear()
-        fenced = self.config.vip_fencing == "strict" and lease is not None and not lease.alive
-        want_addresses, want_rules, resolved = self._build(desired, fenced)
+        held_back = set(self.yielded)
+        if fencing.fenced(self.config.vip_fencing, lease):
+            held_back |= {v.ip for v in desired.values() if v.bind}
+        want = plan_host(desired, self.ctx.node_address, held_back)
+        for key, reason in want.problems:
+            self.warn_once(key, reason)
+        self.yielded &= {ip for key, ip in want.resolved.items() if desired[key].bind}
         # changes made while the wanted state stayed the same are repairs of outside drift
-        signature = (frozenset(want_addresses), frozenset(want_rules))
+        signature = (frozenset(want.addresses), frozenset(want.rules))
         periodic = signature == self.last_signature
         self.last_signature = signature
-        self.yielded &= {ip for key, ip in resolved.items() if desired[key].bind}
-        changed = 0
-        nat_actual: Optional[List[NatRule]] = None
-        try:
-            result = self.nat.apply(want_rules, verify=verify)
-            nat_actual = result.actual
-            changed += result.added + result.removed + result.jumps_fixed + result.chains_created
-        except Exception as exc:
-            self.log.warning("nat apply failed reason=%s", exc)
-            self.dirty = True
-        present: Set[str] = set()
-        if want_addresses:
-            try:
-                self.claims.open()  # listening before the address is bound: no claim is missed
-            except OSError as exc:
-                self.log.warning("claim listener unavailable reason=%s", exc)
+
+        actual = self._remove_addresses(want)  # 1. never behind iptables
+        nat_actual = self._apply_rules(want, verify)  # 2.
+        present = self._add_addresses(want, actual, nat_actual)  # 3.
+        changed = self._pass_changes
+        self._reconcile_acl()
+        self._track_bound(present & want.addresses)
+        if periodic and changed:
+            self.counters.repairs += changed
+            self.log.warning("host drift repaired changes=%d", changed)
+        self._publish_applied(desired, want, present, nat_actual)
+        if actual is not None and revision[1]:
+            self._confirm(revision)
+        self.counters_topic.set("counters", ApplierCounters(**vars(self.counters)))
+
+    def _remove_addresses(self, want: HostWant) -> Optional[Set[str]]:
+        """Remove the VIP addresses that are not wanted; returns the addresses present
+        afterwards (None when netlink failed: nothing is confirmed then)."""
+        self._pass_changes = 0
         try:
             actual = self.addresses.host_addresses()
-            removable = self.record.ips | self.configured_vips() | self.yielded
-            protected = {a for a in (self.ctx.node_address, self.config.net_address) if a}
-            plan = plan_addresses(want_addresses, actual, removable, protected)
-            added, removed = self.addresses.apply(plan)
-            for ip in added:
-                self.log.info("vip bound ip=%s interface=%s", ip, self.config.net_interface)
-            for ip in removed:
-                self.log.info("vip unbound ip=%s interface=%s", ip, self.config.net_interface)
-            changed += len(added) + len(removed)
-            present = (actual | set(added)) - set(removed)
-            self.record.update(
-                (self.record.ips | (present & want_addresses))
-                - set(removed)
-                - (removable - present)
-            )
-            if not self.mac:
-                self.mac = self.addresses.mac()
-            self.interface_missing_logged = False
+            plan = plan_addresses(want.addresses, actual, self._removable(), self._protected())
+            removed = [ip for ip in plan.remove if self.addresses.remove(ip)]
         except InterfaceMissing as exc:
             if not self.interface_missing_logged:
                 self.log.warning("vip interface missing reason=%s", exc)
                 self.interface_missing_logged = True
-            self.dirty = False
+            return None
+        except Exception as exc:
+            self.log.warning("address removal failed reason=%s", exc)
+            self.dirty = True
+            return None
+        self.interface_missing_logged = False
+        for ip in removed:
+            self.log.info("vip unbound ip=%s interface=%s", ip, self.config.net_interface)
+        self._pass_changes += len(removed)
+        return actual - set(removed)
+
+    def _apply_rules(self, want: HostWant, verify: bool) -> Optional[List[NatRule]]:
+        """Make our nat chains hold the wanted rules; the rules in place, or None when the
+        xtables lock was busy (the pass is retried) or iptables failed."""
+        try:
+            result = self.nat.apply(want.rules, verify=verify)
+        except XtablesLockTimeout:
+            self.dirty = True  # Docker or an operator holds the lock: next time round
+            return None
+        except Exception as exc:
+            self.log.warning("nat apply failed reason=%s", exc)
+            self.dirty = True
+            return None
+        self._pass_changes += result.added + result.removed + result.jumps_fixed
+        self._pass_changes += result.chains_created
+        return result.actual
+
+    def _add_addresses(
+        self, want: HostWant, actual: Optional[Set[str]], nat_actual: Optional[List[NatRule]]
+    ) -> Set[str]:
+        """Bind the wanted addresses whose rules are in place; returns what is bound now."""
+        if actual is None:
+            return set(self.bound)
+        missing = want.addresses - actual
+        ready = ready_to_bind(missing, want.rules, nat_actual)
+        if missing - ready:
+            self.dirty = True  # their rules are not in yet: bind them on a later pass
+        if ready:
+            try:
+                # listening before the address is bound: no claim is missed
+                self.claims.open(ipv6=any(":" in ip for ip in want.addresses))
+            except OSError as exc:
+                self.log.warning("claim listener unavailable reason=%s", exc)
+        added: List[str] = []
+        try:
+            for ip in sorted(ready):
+                if self.addresses.add(ip):
+                    added.append(ip)
         except Exception as exc:
             self.log.warning("address apply failed reason=%s", exc)
             self.dirty = True
-        bound = present & want_addresses
+        for ip in added:
+            self.log.info("vip bound ip=%s interface=%s", ip, self.config.net_interface)
+        self._pass_changes += len(added)
+        present = actual | set(added)
+        removable = self._removable()
+        self.record.update((self.record.ips | (present & want.addresses)) - (removable - present))
+        if not self.mac:
+            try:
+                self.mac = self.addresses.mac()
+            except Exception as exc:
+                self.log.warning("interface mac unknown reason=%s", exc)
+        return present
+
+    def _removable(self) -> Set[str]:
+        return self.record.ips | self.configured_vips() | self.yielded
+
+    def _protected(self) -> Set[str]:
+        return {a for a in (self.ctx.node_address, self.config.net_address) if a}
+
+    def _track_bound(self, bound: Set[str]) -> None:
         for ip in bound - self.bound:
             self.schedule.bound(ip, time.monotonic())
         for ip in self.bound - bound:
             self.schedule.forget(ip)
+            self.last_reannounce.pop(ip, None)
         for ip in set(self.schedule.known()) - bound:
             self.schedule.forget(ip)
         self.bound = bound
         if not bound:
-            self.claims.close()  # nothing to defend; reopened (empty) when a VIP is bound
-        if periodic and changed:
-            self.counters.repairs += changed
-            self.log.warning("host drift repaired changes=%d", changed)
-        self._publish_applied(desired, resolved, present, nat_actual)
-        self.counters_topic.set("counters", ApplierCounters(**vars(self.counters)))
+            self.claims.close()  # nothing to defend; reopened when a VIP is bound
+        else:
+            try:
+                self.claims.open(ipv6=any(":" in ip for ip in bound))
+            except OSError as exc:
+                self.log.warning("claim listener unavailable reason=%s", exc)
 
     def _publish_applied(
         self,
         desired: Dict[str, DesiredVip],
-        resolved: Dict[str, str],
+        want: HostWant,
         present: Set[str],
         nat_actual: Optional[List[NatRule]],
     ) -> None:
@@ -330,43 +373,23 @@ class Applier:
             self.applied = self.pub.state("state.applied")
         for key, item in desired.items():
             self.key_bind[key] = item.bind
-        rules_by_ip: Dict[str, List[NatRule]] = {}
-        for rule in nat_actual or []:
-            rules_by_ip.setdefault(rule.dst, []).append(rule)
-        items: Dict[str, AppliedVip] = {}
-        keys = set(desired) | set(self.applied.items())
-        for key in sorted(keys):
-            vip = desired.get(key)
-            if vip is not None:
-                ip = resolved.get(key, vip.ip)
-                bind = vip.bind
-            else:
-                ip = self.applied.get(key).ip
-                bind = self.key_bind.get(key, True)
-            if nat_actual is None:
-                previous = self.applied.get(key)
-                count = previous.rules if previous is not None else 0
-            else:
-                mine = rules_by_ip.get(ip, [])
-                if not bind:
-                    port = key.rsplit(":", 1)[1]
-                    mine = [
-                        r
-                        for r in mine
-                        if str(r.dport) == port
-                        or (vip and any(p.src == r.dport for p in vip.ports))
-                    ]
-                count = len(mine)
-            is_bound = bind and ip in present
-            if vip is None and not is_bound and count == 0:
-                continue  # released and gone: the elector may delete the lock now
-            items[key] = AppliedVip(ip=ip, bound=is_bound, rules=count)
+        items = applied_items(
+            desired, want.resolved, present, nat_actual, self.applied.items(), self.key_bind
+        )
         self.applied.replace(items)
         if fresh:
             # subscribers that joined before the topic existed wait for a snapshot
             self.applied.send_snapshot()
         for key in set(self.key_bind) - set(items) - set(desired):
             del self.key_bind[key]
+
+    def _confirm(self, revision: Tuple[float, int]) -> None:
+        """The host matches the desired set of ``revision``: tell the elector (after
+        ``state.applied``, on the same socket)."""
+        fresh = self.applied_rev is None
+        if fresh:
+            self.applied_rev = self.pub.state("state.applied_rev")
+        self.applied_rev.set("rev", AppliedRevision(epoch=revision[0], rev=revision[1]))
 
     def _reconcile_acl(self) -> None:
         if self.acl is None:
@@ -396,10 +419,10 @@ class Applier:
                     "config.error", ConfigError(key=f"/lain/config/{key}", reason=reason)
                 )
 
-    # -- announcements and claims --------------------------------------------------------
+    # -- announcements, probes and claims ------------------------------------------------
 
-    def _announce(self, now: float) -> None:
-        if not self.bound or not self.lease_alive():
+    def _announce(self, now: float, lease: fencing.Lease) -> None:
+        if not self.bound or not fencing.may_announce(lease):
             return  # fencing: no announcement without a live lease
         for ip in self.schedule.due(now):
             if ip not in self.bound or not self.mac:
@@ -410,43 +433,66 @@ class Applier:
                 self.pub.event("vip.garp", GarpSent(ip=ip, count=sent))
                 self.counters_topic.set("counters", ApplierCounters(**vars(self.counters)))
 
-    def _read_claims(self) -> None:
+    def _probe(self, now: float, lease: fencing.Lease) -> None:
+        """Held VIPs without a live lease: ask who else has them (answers are claims)."""
+        if not self.bound or not self.mac or now < self.next_probe:
+            return
+        if not fencing.should_probe(self.config.vip_fencing, lease):
+            return
+        self.next_probe = now + fencing.PROBE_INTERVAL
+        for ip in sorted(self.bound - self.yielded):
+            self.announcer.probe(ip, self.mac)
+
+    def _read_claims(self, lease: fencing.Lease) -> None:
         if not self.bound or not self.mac:
             return
         claims = self.claims.read(self.bound, {self.mac})
         for claim in claims:
-            self.counters.duplicate_claims += 1
-            alive = self.lease_alive()
-            yielded = not alive
-            if yielded:
-                self.yielded.add(claim.ip)
-                self.dirty = True
-                self.log.warning(
-                    "vip yielded ip=%s claimed_by=%s reason=lease not alive", claim.ip, claim.mac
-                )
-            else:
-                self.log.warning(
-                    "vip claimed by another node ip=%s mac=%s action=reannounce",
-                    claim.ip,
-                    claim.mac,
-                )
-                now = time.monotonic()
-                if now - self.last_reannounce.get(claim.ip, 0.0) >= REANNOUNCE_MIN_INTERVAL:
-                    self.last_reannounce[claim.ip] = now
-                    self.schedule.bound(claim.ip, now)
-            self.pub.event(
-                "vip.duplicate", DuplicateClaim(ip=claim.ip, mac=claim.mac, yielded=yielded)
-            )
+            self._claimed(claim, lease)
         if claims:
             self.counters_topic.set("counters", ApplierCounters(**vars(self.counters)))
             if self.dirty:
                 self.reconcile()
 
+    def _claimed(self, claim: Claim, lease: fencing.Lease) -> None:
+        self.counters.duplicate_claims += 1
+        yielded = fencing.yields_to_claims(lease)
+        if yielded:
+            if claim.ip not in self.yielded:
+                self.log.warning("vip yielded ip=%s claimed_by=%s reason=lease %s",
+                                 claim.ip, claim.mac, lease.value)  # fmt: skip
+            self.yielded.add(claim.ip)
+            self.dirty = True
+        else:
+            now = time.monotonic()
+            if now - self.last_reannounce.get(claim.ip, -1e18) >= REANNOUNCE_MIN_INTERVAL:
+                self.log.warning("vip claimed by another node ip=%s mac=%s action=reannounce",
+                                 claim.ip, claim.mac)  # fmt: skip
+                self.last_reannounce[claim.ip] = now
+                self.schedule.bound(claim.ip, now)
+                self._announce(now, lease)
+        self.pub.event("vip.duplicate", DuplicateClaim(ip=claim.ip, mac=claim.mac, yielded=yielded))
+
     # -- stop ----------------------------------------------------------------------------
 
     def teardown(self) -> None:
-        """Final stop: ACL off (policy ACCEPT), then our rules and addresses."""
-        self.log.info("applier final stop: removing acl, rules and addresses")
+        """Final stop: addresses first (never behind iptables), then the ACL (policy
+        restored) and our rules."""
+        self.log.info("applier final stop: removing addresses, acl and rules")
+        try:
+            desired = self.desired() or {}
+            ours = self.record.ips | {v.ip for v in desired.values() if v.bind} | self.bound
+            actual = self.addresses.host_addresses()
+            plan = plan_addresses((), actual, ours, self._protected())
+            _, removed = self.addresses.apply(plan)
+            for ip in removed:
+                self.log.info("vip unbound ip=%s reason=final stop", ip)
+            self.record.update(set())
+        except Exception as exc:
+            self.log.warning("address removal failed reason=%s", exc)
+        if self.applied is not None:
+            self.applied.replace({})
+        self.nat.lock_timeout = 5.0  # the last pass may wait for the lock
         if self.acl is not None:
             try:
                 self.acl.remove()
@@ -456,20 +502,6 @@ class Applier:
             self.nat.remove_all()
         except Exception as exc:
             self.log.warning("nat removal failed reason=%s", exc)
-        try:
-            desired = self.desired() or {}
-            ours = self.record.ips | {v.ip for v in desired.values() if v.bind} | self.bound
-            actual = self.addresses.host_addresses()
-            protected = {a for a in (self.ctx.node_address, self.config.net_address) if a}
-            plan = plan_addresses((), actual, ours, protected)
-            _, removed = self.addresses.apply(plan)
-            for ip in removed:
-                self.log.info("vip unbound ip=%s reason=final stop", ip)
-            self.record.update(set())
-        except Exception as exc:
-            self.log.warning("address removal failed reason=%s", exc)
-        if self.applied is not None:
-            self.applied.replace({})
         deadline = time.monotonic() + 0.2
         while time.monotonic() < deadline:  # let subscribers see the empty state
             self.pub.poll(20)

@@ -19,9 +19,9 @@ shows them gone, locks deleted), resigns leadership and revokes the lease.
 import dataclasses
 import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
-from networkd.bus.messages import DuplicateClaim, LeaseHealth
+from networkd.bus.messages import AppliedRevision, DesiredRevision, DuplicateClaim, LeaseHealth
 from networkd.election.core import ElectorCore, Inputs, Outputs
 from networkd.election.etcdconn import connect
 from networkd.workers.base import WorkerContext
@@ -43,7 +43,21 @@ def lease_path(ctx: WorkerContext) -> str:
     return os.path.join(ctx.state_dir, "lease")
 
 
-def read_inputs(sub: Any) -> Inputs:
+def applier_runs(workers: Sequence[str]) -> bool:
+    """Whether an applier confirms releases (``-workers`` may leave it out in tests)."""
+    return not workers or "applier" in workers
+
+
+def confirmed_revision(sub: Any, epoch: float) -> int:
+    """The desired revision the applier confirmed for this elector (0: none)."""
+    items = sub.state("applier", "state.applied_rev") or {}
+    item = items.get("rev")
+    if isinstance(item, AppliedRevision) and item.epoch == epoch:
+        return int(item.rev)
+    return 0
+
+
+def read_inputs(sub: Any, epoch: float = 0.0, applier_expected: bool = True) -> Inputs:
     def copy(sender: str, topic: str) -> Optional[Dict[str, Any]]:
         items = sub.state(sender, topic)
         return dict(items) if items is not None else None
@@ -62,6 +76,8 @@ def read_inputs(sub: Any) -> Inputs:
         streamrouter=pool,
         watcher_synced=in_sync and vips is not None and containers is not None,
         applied=copy("applier", "state.applied"),
+        applied_rev=confirmed_revision(sub, epoch),
+        applier_expected=applier_expected,
     )
 
 
@@ -76,6 +92,7 @@ class ElectorPublisher:
         self.lease_topic = pub.state("state.lease")
         self.counters_topic = pub.state("state.elector")
         self.desired_topic: Any = None
+        self.desired_rev_topic: Any = None
         self.status_topic: Any = None
         self.leader_topic: Any = None
         self.errors_topic: Any = None
@@ -98,6 +115,7 @@ class ElectorPublisher:
         first = self.desired_topic is None
         if first:
             self.desired_topic = self.pub.state("state.desired")
+            self.desired_rev_topic = self.pub.state("state.desired_rev")
             self.status_topic = self.pub.state("state.vip_status")
             self.leader_topic = self.pub.state("state.leader")
             self.errors_topic = self.pub.state("state.config_errors")
@@ -105,6 +123,9 @@ class ElectorPublisher:
         if self.strict and not alive:
             desired = {k: v for k, v in desired.items() if not v.bind}
         self.desired_topic.replace(desired)
+        # After the desired set, on the same socket: whoever sees this revision has seen
+        # the set it stands for.
+        self.desired_rev_topic.set("rev", DesiredRevision(rev=out.version))
         self.status_topic.replace(out.vip_status)
         self.leader_topic.replace(out.leader)
         for key, err in out.config_errors.items():
@@ -119,6 +140,7 @@ class ElectorPublisher:
             # ignore deltas: send the full first state as a snapshot right away.
             for topic in (
                 self.desired_topic,
+                self.desired_rev_topic,
                 self.status_topic,
                 self.leader_topic,
                 self.errors_topic,
@@ -135,6 +157,7 @@ class ElectorPublisher:
             or seen.alive != health.alive
             or seen.lease_id != health.lease_id
             or seen.keepalive_failures != health.keepalive_failures
+            or seen.valid_until != health.valid_until  # each renewal moves the deadline
         )
         if changed or now - self._lease_at >= LEASE_REPUBLISH_S:
             self._lease_seen = health
@@ -183,7 +206,7 @@ def main(ctx: WorkerContext) -> int:
     )
     core.start()
     out_pub = ElectorPublisher(ctx, pub, core)
-    inputs = InputPump(sub, core, wakeup)
+    inputs = InputPump(sub, core, wakeup, pub.epoch, applier_runs(config.workers))
     ctx.log.info(
         "elector started hostname=%s ttl_s=%s fencing=%s lease=%x resumed=%s",
         ctx.hostname,
@@ -234,10 +257,14 @@ class InputPump:
     an etcd outage) the last synced cluster state is kept: a restarting watcher must not
     look like "every VIP was deleted"."""
 
-    def __init__(self, sub: Any, core: ElectorCore, wakeup: Wakeup) -> None:
+    def __init__(
+        self, sub: Any, core: ElectorCore, wakeup: Wakeup, epoch: float, applier_expected: bool
+    ) -> None:
         self.sub = sub
         self.core = core
         self.wakeup = wakeup
+        self.epoch = epoch
+        self.applier_expected = applier_expected
         self.last_synced: Optional[Inputs] = None
 
     def pump(self) -> None:
@@ -253,9 +280,11 @@ class InputPump:
                 changed = True
         if not changed:
             return
-        inputs = read_inputs(self.sub)
+        inputs = read_inputs(self.sub, self.epoch, self.applier_expected)
         if inputs.watcher_synced:
             self.last_synced = inputs
         elif self.last_synced is not None:
-            inputs = dataclasses.replace(self.last_synced, applied=inputs.applied)
+            inputs = dataclasses.replace(
+                self.last_synced, applied=inputs.applied, applied_rev=inputs.applied_rev
+            )
         self.core.set_inputs(inputs)

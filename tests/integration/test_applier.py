@@ -33,7 +33,9 @@ def vip(
 
 
 def lease(alive: bool = True) -> Dict[str, Any]:
-    return {"lease": LeaseHealth(lease_id=7, alive=alive, ttl_s=2.0)}
+    # valid_until: the same CLOCK_MONOTONIC the applier reads; an hour is "alive for good"
+    until = time.monotonic() + 3600 if alive else 0.0
+    return {"lease": LeaseHealth(lease_id=7, alive=alive, ttl_s=2.0, valid_until=until)}
 
 
 def applied(bus: BusStandIn) -> Dict[str, Any]:

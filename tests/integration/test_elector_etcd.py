@@ -11,6 +11,7 @@ from networkd.election.etcdconn import connect
 from networkd.election.lease import LeaseKeeper, read_lease_file
 from networkd.election.mirror import KeyMirror
 from networkd.election.store import OwnedKeys
+from networkd.etcd.channel import ClientHolder
 
 
 def _connector(etcd):
@@ -97,7 +98,9 @@ def test_mirror_follows_puts_deletes_expiry_and_survives_etcd_restart(etcd):
     client = etcd.client()
     client.put("/lain/networkd/a", "1")
     woke = threading.Event()
-    mirror = KeyMirror(_connector(etcd)(1.0), "/lain/networkd/", on_change=woke.set)
+    mirror = KeyMirror(
+        ClientHolder(lambda: _connector(etcd)(1.0), "mirror"), "/lain/networkd/", on_change=woke.set
+    )
     mirror.start()
     try:
         assert mirror.wait_synced(3.0)
