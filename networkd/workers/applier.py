@@ -27,7 +27,6 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from networkd.bus.messages import (
     AppliedVip,
     ApplierCounters,
-    ConfigError,
     DesiredVip,
     DuplicateClaim,
     GarpSent,
@@ -108,8 +107,7 @@ class Applier:
         self.last_signature: Any = None
         self.last_acl_signature = ""
         self.logged: Set[Tuple[str, str]] = set()
-        self.acl_errors_sent: Set[Tuple[str, str]] = set()
-        self.acl_applied = False
+        self.acl_failures: Dict[int, str] = {}  # family -> last failure logged
         self.interface_missing_logged = False
         sources: Dict[str, List[str]] = {
             "elector": ["state.desired", "state.lease"],
@@ -377,24 +375,16 @@ class Applier:
         signature = repr(sorted(items.items()))
         periodic = signature == self.last_acl_signature
         self.last_acl_signature = signature
-        try:
-            result = self.acl.apply(items)
-        except Exception as exc:
-            self.log.warning("acl apply failed reason=%s", exc)
-            self.dirty = True
-            self.last_acl_signature = ""
-            return
-        self.acl_applied = True
+        result = self.acl.apply(items)  # the watcher validated every entry (validate.py)
+        for family, reason in sorted(result.failed.items()):
+            if self.acl_failures.get(family) != reason:
+                self.log.warning("acl apply failed family=%d reason=%s", family, reason)
+        self.acl_failures = dict(result.failed)
+        if result.failed:
+            self.last_acl_signature = ""  # what the retry changes is not outside drift
         if periodic and result.changed:
             self.counters.repairs += result.added + result.removed + int(result.policy_changed)
             self.log.warning("acl drift repaired added=%d removed=%d", result.added, result.removed)
-        for key, reason in result.errors:
-            if (key, reason) not in self.acl_errors_sent:
-                self.acl_errors_sent.add((key, reason))
-                self.log.warning("acl entry rejected key=%s reason=%s", key, reason)
-                self.pub.event(
-                    "config.error", ConfigError(key=f"/lain/config/{key}", reason=reason)
-                )
 
     # -- announcements and claims --------------------------------------------------------
 
