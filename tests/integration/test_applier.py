@@ -273,6 +273,10 @@ def input_rules(node: LabNode):
     return node.exec("iptables", "-w", "-S", "INPUT").splitlines()
 
 
+def acl_rules(node: LabNode):
+    return node.exec("iptables", "-w", "-S", "lain-ACL", check=False).splitlines()[1:]
+
+
 def test_acl(lab: Lab) -> None:
     node = lab.nodes[0]
     inside, outside = lab.clients
@@ -308,13 +312,16 @@ def test_acl(lab: Lab) -> None:
         bus.replace("watcher", "state.acl", acl_items([inside.ip]))
         bus.wait(lambda: input_rules(node)[0] == "-P INPUT DROP", 5)
         assert input_rules(node)[1:] == [
-            "-A INPUT -i lo -j ACCEPT",
-            "-A INPUT -i docker0 -j ACCEPT",
-            "-A INPUT -i cali+ -j ACCEPT",
-            "-A INPUT -m state --state INVALID -j DROP",
-            "-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT",
-            "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT",
-            f"-A INPUT -s {inside.ip}/32 -j lain-ENTRY",
+            '-A INPUT -m comment --comment "networkd acl, input policy before: ACCEPT" -j lain-ACL'
+        ]
+        assert acl_rules(node) == [
+            "-A lain-ACL -i lo -j ACCEPT",
+            "-A lain-ACL -i docker0 -j ACCEPT",
+            "-A lain-ACL -i cali+ -j ACCEPT",
+            "-A lain-ACL -m state --state INVALID -j DROP",
+            "-A lain-ACL -m state --state RELATED,ESTABLISHED -j ACCEPT",
+            "-A lain-ACL -p tcp -m tcp --dport 22 -j ACCEPT",
+            f"-A lain-ACL -s {inside.ip}/32 -j lain-ENTRY",
         ]
         assert inside.tcp(node.ip, 7000) == "host 7000"
         assert outside.try_tcp(node.ip, 7000, timeout=0.5) is None  # dropped
@@ -325,11 +332,11 @@ def test_acl(lab: Lab) -> None:
             "state.acl",
             acl_items([outside.ip], ex={"udp": ["7001"]}, inp={inside.ip: {"tcp": ["7001"]}}),
         )
-        bus.wait(lambda: f"-A INPUT -s {outside.ip}/32 -j lain-ENTRY" in input_rules(node), 5)
-        rules = input_rules(node)
-        assert f"-A INPUT -s {inside.ip}/32 -j lain-ENTRY" not in rules
-        assert f"-A INPUT -s {inside.ip}/32 -j lain-INPUT" in rules
-        assert "-A INPUT -p udp -m multiport --dports 7001 -j lain-ENTRY" in rules
+        bus.wait(lambda: f"-A lain-ACL -s {outside.ip}/32 -j lain-ENTRY" in acl_rules(node), 5)
+        rules = acl_rules(node)
+        assert f"-A lain-ACL -s {inside.ip}/32 -j lain-ENTRY" not in rules
+        assert f"-A lain-ACL -s {inside.ip}/32 -j lain-INPUT" in rules
+        assert "-A lain-ACL -p udp -m multiport --dports 7001 -j lain-ENTRY" in rules
         assert outside.tcp(node.ip, 7000) == "host 7000"
         assert inside.try_tcp(node.ip, 7000, timeout=0.5) is None
         assert inside.tcp(node.ip, 7001) == "host 7001"  # per-source port
@@ -338,12 +345,12 @@ def test_acl(lab: Lab) -> None:
         # a restart of the applier leaves no duplicate
         import os
 
-        before = input_rules(node)
+        before = input_rules(node), acl_rules(node)
         pid = daemon.pid("applier")
         os.kill(pid, signal.SIGTERM)
         bus.wait(lambda: daemon.pid("applier") != pid, 10)
         time.sleep(1.5)
-        assert input_rules(node) == before
+        assert (input_rules(node), acl_rules(node)) == before
         assert len(node.exec("iptables", "-w", "-S", "lain-ENTRY").splitlines()) == 2
 
         # final stop: policy ACCEPT, chains gone
@@ -351,6 +358,8 @@ def test_acl(lab: Lab) -> None:
         daemon.stop()
         assert input_rules(node) == ["-P INPUT ACCEPT"]
         assert "lain-" not in node.exec("iptables", "-w", "-S")
+        assert "lain-" not in node.exec("ip6tables", "-w", "-S")
+        assert node.exec("ip6tables", "-w", "-S", "INPUT").splitlines() == ["-P INPUT ACCEPT"]
         assert inside.tcp(node.ip, 7000) == "host 7000"
     finally:
         bus.close()
