@@ -12,10 +12,10 @@ from typing import Any, Iterator, List
 import pytest
 
 from networkd import keys
-from tests.integration.test_acl_rules import CENTOS, filter_table, restore
 from tests.lab import Lab, LabNode
 from tests.lab.netns import in_netns, ip
 from tests.lab.standin import BusStandIn
+from tests.support.acl import CENTOS, filter_table, restore
 from tests.support.daemon import networkd_pids, wait_for
 
 pytestmark = pytest.mark.lab

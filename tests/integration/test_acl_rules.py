@@ -1,35 +1,12 @@
 """AclRules against real iptables and ip6tables in a throwaway namespace (SPEC section 6)."""
 
-import subprocess
 from typing import List
 
-from networkd.bus.messages import AclList
 from tests.integration.netns_fixtures import nsagent  # noqa: F401
 from tests.lab.netns import ns_exec
+from tests.support.acl import BASE, BASE6, CENTOS, JUMP, filter_table, restore
+from tests.support.acl import acl_items as acl
 
-JUMP = '-A INPUT -m comment --comment "networkd acl, input policy before: {}" -j lain-ACL'
-BASE = [
-    "-A lain-ACL -i lo -j ACCEPT",
-    "-A lain-ACL -i docker0 -j ACCEPT",
-    "-A lain-ACL -i cali+ -j ACCEPT",
-    "-A lain-ACL -m state --state INVALID -j DROP",
-    "-A lain-ACL -m state --state RELATED,ESTABLISHED -j ACCEPT",
-    "-A lain-ACL -p tcp -m tcp --dport 22 -j ACCEPT",
-]
-BASE6 = [*BASE, "-A lain-ACL -p ipv6-icmp -j ACCEPT"]
-# CentOS 7 iptables-services' stock /etc/sysconfig/iptables, REJECT last.
-CENTOS = """*filter
-:INPUT ACCEPT [0:0]
-:FORWARD ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
--A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
--A INPUT -p icmp -j ACCEPT
--A INPUT -i lo -j ACCEPT
--A INPUT -p tcp -m state --state NEW -m tcp --dport 22 -j ACCEPT
--A INPUT -j REJECT --reject-with icmp-host-prohibited
--A FORWARD -j REJECT --reject-with icmp-host-prohibited
-COMMIT
-"""
 # What the Go daemon left after a SIGKILL: unmarked base rules, jumps, chains, DROP.
 GO_LEFTOVERS = """*filter
 :INPUT DROP [0:0]
@@ -54,32 +31,6 @@ COMMIT
 
 def save(ns: str, chain: str, tool: str = "iptables") -> List[str]:
     return ns_exec(ns, tool, "-w", "-S", chain, check=False).splitlines()
-
-
-def filter_table(ns: str, tool: str = "iptables") -> List[str]:
-    """``iptables-save -t filter`` without comments and counters."""
-    lines = []
-    for line in ns_exec(ns, f"{tool}-save", "-t", "filter").splitlines():
-        if line.startswith("#"):
-            continue
-        lines.append(line.split(" [")[0] if line.startswith(":") else line)
-    return lines
-
-
-def restore(ns: str, text: str, tool: str = "iptables") -> None:
-    subprocess.run(["ip", "netns", "exec", ns, f"{tool}-restore"], input=text, text=True,
-                   check=True, timeout=30)  # fmt: skip
-
-
-def acl(ips=(), ex=None, inp=None):
-    items = {}
-    if ips:
-        items["whitelist_ips"] = AclList("whitelist_ips", items=list(ips))
-    for proto, ports in (ex or {}).items():
-        items[f"ex_ports/{proto}"] = AclList(f"ex_ports/{proto}", items=list(ports))
-    for source, ports in (inp or {}).items():
-        items[f"in_ports/{source}"] = AclList(f"in_ports/{source}", ports=ports)
-    return items
 
 
 def test_layout_families_and_no_churn(nsagent):  # noqa: F811

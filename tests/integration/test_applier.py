@@ -7,9 +7,10 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
-from networkd.bus.messages import AclList, DesiredVip, LeaseHealth, PortSpec
+from networkd.bus.messages import DesiredVip, LeaseHealth, PortSpec
 from tests.lab import Lab, LabNode
 from tests.lab.standin import BusStandIn
+from tests.support.acl import BASE, acl_items
 
 VIP = "10.77.0.200"
 VIP2 = "10.77.0.201"
@@ -260,15 +261,6 @@ def test_duplicate_claim_and_fencing(lab: Lab) -> None:
         daemon.close()
 
 
-def acl_items(ips=(), ex=None, inp=None) -> Dict[str, AclList]:
-    items = {"whitelist_ips": AclList("whitelist_ips", items=list(ips))}
-    for proto, ports in (ex or {}).items():
-        items[f"ex_ports/{proto}"] = AclList(f"ex_ports/{proto}", items=list(ports))
-    for source, ports in (inp or {}).items():
-        items[f"in_ports/{source}"] = AclList(f"in_ports/{source}", ports=ports)
-    return items
-
-
 def input_rules(node: LabNode):
     return node.exec("iptables", "-w", "-S", "INPUT").splitlines()
 
@@ -314,15 +306,7 @@ def test_acl(lab: Lab) -> None:
         assert input_rules(node)[1:] == [
             '-A INPUT -m comment --comment "networkd acl, input policy before: ACCEPT" -j lain-ACL'
         ]
-        assert acl_rules(node) == [
-            "-A lain-ACL -i lo -j ACCEPT",
-            "-A lain-ACL -i docker0 -j ACCEPT",
-            "-A lain-ACL -i cali+ -j ACCEPT",
-            "-A lain-ACL -m state --state INVALID -j DROP",
-            "-A lain-ACL -m state --state RELATED,ESTABLISHED -j ACCEPT",
-            "-A lain-ACL -p tcp -m tcp --dport 22 -j ACCEPT",
-            f"-A lain-ACL -s {inside.ip}/32 -j lain-ENTRY",
-        ]
+        assert acl_rules(node) == [*BASE, f"-A lain-ACL -s {inside.ip}/32 -j lain-ENTRY"]
         assert inside.tcp(node.ip, 7000) == "host 7000"
         assert outside.try_tcp(node.ip, 7000, timeout=0.5) is None  # dropped
 

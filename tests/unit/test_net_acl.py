@@ -8,7 +8,6 @@ from typing import Any, Dict, List, Optional, Sequence
 import pytest
 
 from networkd import keys
-from networkd.bus.messages import AclList
 from networkd.etcd.state import T_ACL, T_CONFIG_ERRORS, ClusterState
 from networkd.net.acl_rules import (
     ACL_CHAIN,
@@ -30,15 +29,7 @@ from networkd.net.acl_rules import (
     port_chunks,
     recorded_policy,
 )
-
-
-def acl(ips=(), ex=None, inp=None) -> Dict[str, AclList]:
-    items = {"whitelist_ips": AclList("whitelist_ips", items=list(ips))}
-    for proto, ports in (ex or {}).items():
-        items[f"ex_ports/{proto}"] = AclList(f"ex_ports/{proto}", items=list(ports))
-    for source, ports in (inp or {}).items():
-        items[f"in_ports/{source}"] = AclList(f"in_ports/{source}", ports=ports)
-    return items
+from tests.support.acl import acl_items as acl
 
 
 def entry(**kw: str) -> FilterRule:
