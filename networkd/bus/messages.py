@@ -176,7 +176,10 @@ class AclList:
     """Item of ``state.acl`` (sender: watcher; readers: applier).
 
     Keys: ``whitelist_ips`` (``items`` = IPs/CIDRs), ``ex_ports/<proto>`` (``items`` =
-    ports), ``in_ports/<source>`` (``ports`` = {proto: [port]})."""
+    ports), ``in_ports/<source>`` (``ports`` = {proto: [port]}). Validated and normalised by
+    networkd/etcd/validate.py (sources: an IPv4 or IPv6 address, CIDR or range ``a-b``;
+    ports ``80`` or ``8000:8100``; protos ``tcp``/``udp``): the applier builds rules from
+    them without judging them again; rejected values are config errors under their key."""
 
     key: str
     items: List[str] = field(default_factory=list)

@@ -485,6 +485,8 @@ def parse_source(text: Any, path: str, problems: Problems) -> str:
         return f"{a}-{b}"
     try:
         if "/" in text:
+            if "%" in text:  # a zone (fe80::%eth0/64) means nothing to iptables
+                raise ValueError(text)
             return str(ipaddress.ip_network(text, strict=False))
         return str(keys.parse_ip(text))
     except (ValueError, keys.KeyLayoutError):

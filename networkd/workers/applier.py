@@ -34,7 +34,6 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from networkd.bus.messages import (
     AppliedRevision,
     ApplierCounters,
-    ConfigError,
     DesiredRevision,
     DesiredVip,
     DuplicateClaim,
@@ -105,7 +104,9 @@ class Applier:
         interface = self.config.net_interface
         self.addresses = AddressTable(interface)
         self.nat = NatRules(lock_timeout=XTABLES_WAIT)
-        self.acl: Optional[AclRules] = AclRules() if self.config.acl else None
+        self.acl: Optional[AclRules] = (
+            AclRules(lock_timeout=XTABLES_WAIT) if self.config.acl else None
+        )
         self.announcer = Announcer(interface)
         self.claims = ClaimListener(interface)
         self.schedule = GarpSchedule(self.config.vip_garp_refresh)
@@ -123,8 +124,7 @@ class Applier:
         self.last_signature: Any = None
         self.last_acl_signature = ""
         self.logged: Set[Tuple[str, str]] = set()
-        self.acl_errors_sent: Set[Tuple[str, str]] = set()
-        self.acl_applied = False
+        self.acl_failures: Dict[int, str] = {}  # family -> last failure logged
         self.interface_missing_logged = False
         self.last_lease: Optional[LeaseHealth] = None
         self.lease_seen: fencing.Lease = fencing.Lease.UNKNOWN
@@ -400,24 +400,18 @@ class Applier:
         signature = repr(sorted(items.items()))
         periodic = signature == self.last_acl_signature
         self.last_acl_signature = signature
-        try:
-            result = self.acl.apply(items)
-        except Exception as exc:
-            self.log.warning("acl apply failed reason=%s", exc)
-            self.dirty = True
-            self.last_acl_signature = ""
-            return
-        self.acl_applied = True
+        result = self.acl.apply(items)  # the watcher validated every entry (validate.py)
+        for family, reason in sorted(result.failed.items()):
+            if self.acl_failures.get(family) != reason:
+                self.log.warning("acl apply failed family=%d reason=%s", family, reason)
+        self.acl_failures = dict(result.failed)
+        if result.failed or result.busy:
+            self.last_acl_signature = ""  # what the retry changes is not outside drift
+        if result.busy:
+            self.dirty = True  # Docker or an operator holds the xtables lock: next time round
         if periodic and result.changed:
             self.counters.repairs += result.added + result.removed + int(result.policy_changed)
             self.log.warning("acl drift repaired added=%d removed=%d", result.added, result.removed)
-        for key, reason in result.errors:
-            if (key, reason) not in self.acl_errors_sent:
-                self.acl_errors_sent.add((key, reason))
-                self.log.warning("acl entry rejected key=%s reason=%s", key, reason)
-                self.pub.event(
-                    "config.error", ConfigError(key=f"/lain/config/{key}", reason=reason)
-                )
 
     # -- announcements, probes and claims ------------------------------------------------
 
@@ -494,6 +488,7 @@ class Applier:
             self.applied.replace({})
         self.nat.lock_timeout = 5.0  # the last pass may wait for the lock
         if self.acl is not None:
+            self.acl.lock_timeout = 5.0
             try:
                 self.acl.remove()
             except Exception as exc:

@@ -7,9 +7,10 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
-from networkd.bus.messages import AclList, DesiredVip, LeaseHealth, PortSpec
+from networkd.bus.messages import DesiredVip, LeaseHealth, PortSpec
 from tests.lab import Lab, LabNode
 from tests.lab.standin import BusStandIn
+from tests.support.acl import BASE, acl_items
 
 VIP = "10.77.0.200"
 VIP2 = "10.77.0.201"
@@ -262,17 +263,12 @@ def test_duplicate_claim_and_fencing(lab: Lab) -> None:
         daemon.close()
 
 
-def acl_items(ips=(), ex=None, inp=None) -> Dict[str, AclList]:
-    items = {"whitelist_ips": AclList("whitelist_ips", items=list(ips))}
-    for proto, ports in (ex or {}).items():
-        items[f"ex_ports/{proto}"] = AclList(f"ex_ports/{proto}", items=list(ports))
-    for source, ports in (inp or {}).items():
-        items[f"in_ports/{source}"] = AclList(f"in_ports/{source}", ports=ports)
-    return items
-
-
 def input_rules(node: LabNode):
     return node.exec("iptables", "-w", "-S", "INPUT").splitlines()
+
+
+def acl_rules(node: LabNode):
+    return node.exec("iptables", "-w", "-S", "lain-ACL", check=False).splitlines()[1:]
 
 
 def test_acl(lab: Lab) -> None:
@@ -310,14 +306,9 @@ def test_acl(lab: Lab) -> None:
         bus.replace("watcher", "state.acl", acl_items([inside.ip]))
         bus.wait(lambda: input_rules(node)[0] == "-P INPUT DROP", 5)
         assert input_rules(node)[1:] == [
-            "-A INPUT -i lo -j ACCEPT",
-            "-A INPUT -i docker0 -j ACCEPT",
-            "-A INPUT -i cali+ -j ACCEPT",
-            "-A INPUT -m state --state INVALID -j DROP",
-            "-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT",
-            "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT",
-            f"-A INPUT -s {inside.ip}/32 -j lain-ENTRY",
+            '-A INPUT -m comment --comment "networkd acl, input policy before: ACCEPT" -j lain-ACL'
         ]
+        assert acl_rules(node) == [*BASE, f"-A lain-ACL -s {inside.ip}/32 -j lain-ENTRY"]
         assert inside.tcp(node.ip, 7000) == "host 7000"
         assert outside.try_tcp(node.ip, 7000, timeout=0.5) is None  # dropped
 
@@ -327,11 +318,11 @@ def test_acl(lab: Lab) -> None:
             "state.acl",
             acl_items([outside.ip], ex={"udp": ["7001"]}, inp={inside.ip: {"tcp": ["7001"]}}),
         )
-        bus.wait(lambda: f"-A INPUT -s {outside.ip}/32 -j lain-ENTRY" in input_rules(node), 5)
-        rules = input_rules(node)
-        assert f"-A INPUT -s {inside.ip}/32 -j lain-ENTRY" not in rules
-        assert f"-A INPUT -s {inside.ip}/32 -j lain-INPUT" in rules
-        assert "-A INPUT -p udp -m multiport --dports 7001 -j lain-ENTRY" in rules
+        bus.wait(lambda: f"-A lain-ACL -s {outside.ip}/32 -j lain-ENTRY" in acl_rules(node), 5)
+        rules = acl_rules(node)
+        assert f"-A lain-ACL -s {inside.ip}/32 -j lain-ENTRY" not in rules
+        assert f"-A lain-ACL -s {inside.ip}/32 -j lain-INPUT" in rules
+        assert "-A lain-ACL -p udp -m multiport --dports 7001 -j lain-ENTRY" in rules
         assert outside.tcp(node.ip, 7000) == "host 7000"
         assert inside.try_tcp(node.ip, 7000, timeout=0.5) is None
         assert inside.tcp(node.ip, 7001) == "host 7001"  # per-source port
@@ -340,12 +331,12 @@ def test_acl(lab: Lab) -> None:
         # a restart of the applier leaves no duplicate
         import os
 
-        before = input_rules(node)
+        before = input_rules(node), acl_rules(node)
         pid = daemon.pid("applier")
         os.kill(pid, signal.SIGTERM)
         bus.wait(lambda: daemon.pid("applier") != pid, 10)
         time.sleep(1.5)
-        assert input_rules(node) == before
+        assert (input_rules(node), acl_rules(node)) == before
         assert len(node.exec("iptables", "-w", "-S", "lain-ENTRY").splitlines()) == 2
 
         # final stop: policy ACCEPT, chains gone
@@ -353,6 +344,8 @@ def test_acl(lab: Lab) -> None:
         daemon.stop()
         assert input_rules(node) == ["-P INPUT ACCEPT"]
         assert "lain-" not in node.exec("iptables", "-w", "-S")
+        assert "lain-" not in node.exec("ip6tables", "-w", "-S")
+        assert node.exec("ip6tables", "-w", "-S", "INPUT").splitlines() == ["-P INPUT ACCEPT"]
         assert inside.tcp(node.ip, 7000) == "host 7000"
     finally:
         bus.close()

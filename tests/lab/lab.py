@@ -436,8 +436,9 @@ class LabNode:
             if addr.endswith("/32") or addr.endswith("/128"):
                 ip("addr", "del", addr, "dev", self.interface, netns=self.ns, check=False)
         script = (
-            "iptables -w -P INPUT ACCEPT; iptables -w -F INPUT; "
-            "for c in lain-ENTRY lain-INPUT; do iptables -w -F $c; iptables -w -X $c; done; "
+            "for t in iptables ip6tables; do $t -w -P INPUT ACCEPT; $t -w -F INPUT; "
+            "for c in lain-ACL lain-ENTRY lain-INPUT; do $t -w -F $c; done; "
+            "for c in lain-ACL lain-ENTRY lain-INPUT; do $t -w -X $c; done; done; "
             "iptables -w -t nat -F PREROUTING; iptables -w -t nat -F OUTPUT; "
             "for c in lain-PREROUTING lain-OUTPUT; do "
             "iptables -w -t nat -F $c; iptables -w -t nat -X $c; done"
