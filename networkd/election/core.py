@@ -181,7 +181,7 @@ class ElectorCore:
         # Separate channels for the mirror's watch and for transactions: each is replaced
         # on its own when its connection stops answering (networkd.etcd.channel).
         self.txn_channel = ClientHolder(lambda: connect(1.0), "elector")
-        self.watch_channel = ClientHolder(lambda: connect(0.5), "mirror")
+        self.watch_channel = ClientHolder(lambda: connect(0.4), "mirror")
         self.mirror: Optional[KeyMirror] = None
         self.store: Optional[OwnedKeys] = None
         self.jobs: Optional[JobRunner] = None

@@ -45,7 +45,7 @@ class KeyMirror:
         prefix: str,
         on_change: Optional[Callable[[], None]] = None,
         backoff: float = 0.1,
-        max_backoff: float = 0.3,
+        max_backoff: float = 0.2,
     ) -> None:
         self.prefix = prefix
         self._holder = holder

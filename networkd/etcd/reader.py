@@ -34,8 +34,12 @@ from networkd.etcd.client import Backoff, EtcdConnectError, EtcdConnector, descr
 log = logging.getLogger("networkd.etcd")
 
 PAGE_SIZE = 2000
-PROBE_INTERVAL = 1.0
-PROBE_TIMEOUT = 2.0
+# A dead connection is noticed within PROBE_INTERVAL + PROBE_TIMEOUT (about a second), and
+# reconnecting is retried at least every RECONNECT_MAX seconds: after a partition heals the
+# watcher is back within about a second (networkd.etcd.channel explains why it must probe).
+PROBE_INTERVAL = 0.5
+PROBE_TIMEOUT = 1.0
+RECONNECT_MAX = 1.0
 READ_ATTEMPTS = 5
 
 
@@ -123,7 +127,7 @@ class EtcdReader(threading.Thread):
         self.ranges = tuple(ranges)
         self.probe_interval = probe_interval
         self.probe_timeout = probe_timeout
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or Backoff(maximum=RECONNECT_MAX)
         self.revision = 0  # last revision handed over (snapshot or events)
         self.cluster_id = 0
         self.full_reads = 0

@@ -374,7 +374,9 @@ class AclResult:
 class AclRules:
     """The ACL in the filter tables (iptables and ip6tables) through python-iptables."""
 
-    def __init__(self, families: Sequence[int] = FAMILIES, lock_timeout: float = 5.0) -> None:
+    def __init__(
+        self, families: Sequence[int] = FAMILIES, lock_timeout: Optional[float] = 5.0
+    ) -> None:
         self.families = tuple(families)
         # How long ``apply`` waits for the xtables lock: the applier waits only a moment and
         # retries on its next pass, so nothing else it does waits behind iptables.

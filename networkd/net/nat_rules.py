@@ -215,7 +215,7 @@ class NatRules:
     ``apply`` is idempotent and always compares against the kernel's rules. Entries are
     recognised by their bytes (minus counters); ``verify`` drops that memo and parses all."""
 
-    def __init__(self, lock_timeout: float = 5.0) -> None:
+    def __init__(self, lock_timeout: Optional[float] = 5.0) -> None:
         # How long to wait for the xtables lock before XtablesLockTimeout: the applier
         # waits only a moment and retries, so nothing else it does waits behind iptables.
         self.lock_timeout = lock_timeout

@@ -46,8 +46,9 @@ from networkd.net.addresses import AddressTable, InterfaceMissing, normalize_ip,
 from networkd.net.claims import Claim, ClaimListener
 from networkd.net.garp import Announcer, GarpSchedule
 from networkd.net.nat_rules import NatRule, NatRules
+from networkd.net.rules_thread import RulesThread
 from networkd.net.vip_plan import HostWant, applied_items, plan_host, ready_to_bind
-from networkd.net.xtables import XtablesLockTimeout
+from networkd.wakeup import Wakeup
 from networkd.workers.base import WorkerContext
 
 RECONCILE_INTERVAL = 1.0
@@ -55,8 +56,7 @@ VERIFY_INTERVAL = 30.0
 POLL_MS = 50
 REANNOUNCE_MIN_INTERVAL = 0.2
 RECORD_FILE = "addresses.json"
-# How long a pass waits for the xtables lock before it is retried (the loop goes on).
-XTABLES_WAIT = 0.05
+XTABLES_WARN_S = 5.0
 
 
 class AddressRecord:
@@ -103,10 +103,13 @@ class Applier:
         self.log = ctx.log
         interface = self.config.net_interface
         self.addresses = AddressTable(interface)
-        self.nat = NatRules(lock_timeout=XTABLES_WAIT)
-        self.acl: Optional[AclRules] = (
-            AclRules(lock_timeout=XTABLES_WAIT) if self.config.acl else None
-        )
+        # The rules thread waits for the xtables lock like `iptables -w`; nothing else does.
+        self.nat = NatRules(lock_timeout=None)
+        self.acl: Optional[AclRules] = AclRules(lock_timeout=None) if self.config.acl else None
+        self.wakeup = Wakeup()
+        self.rules = RulesThread(self.nat, self.acl, self.wakeup.poke)
+        self.rules_repairs = 0
+        self.xtables_warned = False
         self.announcer = Announcer(interface)
         self.claims = ClaimListener(interface)
         self.schedule = GarpSchedule(self.config.vip_garp_refresh)
@@ -122,9 +125,7 @@ class Applier:
         self.next_probe = 0.0
         self._pass_changes = 0
         self.last_signature: Any = None
-        self.last_acl_signature = ""
         self.logged: Set[Tuple[str, str]] = set()
-        self.acl_failures: Dict[int, str] = {}  # family -> last failure logged
         self.interface_missing_logged = False
         self.last_lease: Optional[LeaseHealth] = None
         self.lease_seen: fencing.Lease = fencing.Lease.UNKNOWN
@@ -192,11 +193,15 @@ class Applier:
         ctx = self.ctx
         self.log.info("applier started interface=%s fencing=%s acl=%s", self.config.net_interface,
                       self.config.vip_fencing, self.config.acl)  # fmt: skip
+        self.rules.start()
         while not ctx.stopping:
-            envelopes = self.sub.poll(timeout_ms=POLL_MS, extra=self.claims.filenos())
+            extra = [*self.claims.filenos(), self.wakeup.rfd]
+            envelopes = self.sub.poll(timeout_ms=POLL_MS, extra=extra)
             for env in envelopes:
                 if env.topic.startswith("state."):
                     self.dirty = True
+            if self._rules_done():
+                self.dirty = True
             now = time.monotonic()
             lease = self.lease_state(now)
             if lease is not self.lease_seen:
@@ -230,7 +235,7 @@ class Applier:
         self.counters.reconciles += 1
         desired = self.desired()
         if desired is None:
-            self._reconcile_acl()
+            self.rules.want(None, self._acl_items())  # the ACL may go in; nat rules stay
             return  # the elector's snapshot has not arrived: adopt by touching nothing
         revision = self.desired_revision()
         lease = self.lease_state(now)
@@ -249,14 +254,17 @@ class Applier:
         self.last_signature = signature
 
         actual = self._remove_addresses(want)  # 1. never behind iptables
-        nat_actual = self._apply_rules(want, verify)  # 2.
-        present = self._add_addresses(want, actual, nat_actual)  # 3.
+        seq = self.rules.want(want.rules, self._acl_items(), verify)  # 2. on the rules thread
+        state = self.rules.state()
+        nat_actual = state.nat_actual
+        # 3. addresses follow their rules: only rules known to be in for this very wish count
+        in_place = nat_actual if state.applied_seq == seq else None
+        present = self._add_addresses(want, actual, in_place)
         changed = self._pass_changes
-        self._reconcile_acl()
         self._track_bound(present & want.addresses)
         if periodic and changed:
             self.counters.repairs += changed
-            self.log.warning("host drift repaired changes=%d", changed)
+            self.log.warning("host drift repaired what=addresses changes=%d", changed)
         self._publish_applied(desired, want, present, nat_actual)
         if actual is not None and revision[1]:
             self._confirm(revision)
@@ -284,22 +292,6 @@ class Applier:
             self.log.info("vip unbound ip=%s interface=%s", ip, self.config.net_interface)
         self._pass_changes += len(removed)
         return actual - set(removed)
-
-    def _apply_rules(self, want: HostWant, verify: bool) -> Optional[List[NatRule]]:
-        """Make our nat chains hold the wanted rules; the rules in place, or None when the
-        xtables lock was busy (the pass is retried) or iptables failed."""
-        try:
-            result = self.nat.apply(want.rules, verify=verify)
-        except XtablesLockTimeout:
-            self.dirty = True  # Docker or an operator holds the lock: next time round
-            return None
-        except Exception as exc:
-            self.log.warning("nat apply failed reason=%s", exc)
-            self.dirty = True
-            return None
-        self._pass_changes += result.added + result.removed + result.jumps_fixed
-        self._pass_changes += result.chains_created
-        return result.actual
 
     def _add_addresses(
         self, want: HostWant, actual: Optional[Set[str]], nat_actual: Optional[List[NatRule]]
@@ -391,27 +383,27 @@ class Applier:
             self.applied_rev = self.pub.state("state.applied_rev")
         self.applied_rev.set("rev", AppliedRevision(epoch=revision[0], rev=revision[1]))
 
-    def _reconcile_acl(self) -> None:
+    def _acl_items(self) -> Optional[Dict[str, Any]]:
+        """The watcher's whitelist (None until it arrived: no DROP with nothing allowed)."""
         if self.acl is None:
-            return
+            return None
         items = self.sub.state("watcher", "state.acl")
-        if items is None:
-            return  # wait for the whitelist before the policy turns DROP
-        signature = repr(sorted(items.items()))
-        periodic = signature == self.last_acl_signature
-        self.last_acl_signature = signature
-        result = self.acl.apply(items)  # the watcher validated every entry (validate.py)
-        for family, reason in sorted(result.failed.items()):
-            if self.acl_failures.get(family) != reason:
-                self.log.warning("acl apply failed family=%d reason=%s", family, reason)
-        self.acl_failures = dict(result.failed)
-        if result.failed or result.busy:
-            self.last_acl_signature = ""  # what the retry changes is not outside drift
-        if result.busy:
-            self.dirty = True  # Docker or an operator holds the xtables lock: next time round
-        if periodic and result.changed:
-            self.counters.repairs += result.added + result.removed + int(result.policy_changed)
-            self.log.warning("acl drift repaired added=%d removed=%d", result.added, result.removed)
+        return None if items is None else dict(items)
+
+    def _rules_done(self) -> bool:
+        """The rules thread poked us: take its repairs, warn about a stuck xtables lock."""
+        poked = self.wakeup.drain()
+        state = self.rules.state()
+        if state.repairs != self.rules_repairs:
+            self.counters.repairs += state.repairs - self.rules_repairs
+            self.rules_repairs = state.repairs
+        waiting = time.monotonic() - state.waiting_since if state.waiting_since else 0.0
+        if waiting > XTABLES_WARN_S and not self.xtables_warned:
+            self.xtables_warned = True
+            self.log.warning("rules wait for the xtables lock waited_s=%.1f", waiting)
+        elif not waiting:
+            self.xtables_warned = False
+        return poked
 
     # -- announcements, probes and claims ------------------------------------------------
 
@@ -486,23 +478,17 @@ class Applier:
             self.log.warning("address removal failed reason=%s", exc)
         if self.applied is not None:
             self.applied.replace({})
-        self.nat.lock_timeout = 5.0  # the last pass may wait for the lock
-        if self.acl is not None:
-            self.acl.lock_timeout = 5.0
-            try:
-                self.acl.remove()
-            except Exception as exc:
-                self.log.warning("acl removal failed reason=%s", exc)
-        try:
-            self.nat.remove_all()
-        except Exception as exc:
-            self.log.warning("nat removal failed reason=%s", exc)
+        wait = max(1.0, self.config.stop_timeout - 2.0)
+        if not self.rules.finish(wait):
+            self.log.warning("applier final stop: rules left in place reason=xtables lock busy")
         deadline = time.monotonic() + 0.2
         while time.monotonic() < deadline:  # let subscribers see the empty state
             self.pub.poll(20)
 
     def close(self) -> None:
         for closer in (
+            self.rules.stop,
+            self.wakeup.close,
             self.claims.close,
             self.announcer.close,
             self.addresses.close,

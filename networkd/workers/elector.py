@@ -24,6 +24,7 @@ from typing import Any, Dict, Optional, Sequence
 from networkd.bus.messages import AppliedRevision, DesiredRevision, DuplicateClaim, LeaseHealth
 from networkd.election.core import ElectorCore, Inputs, Outputs
 from networkd.election.etcdconn import connect
+from networkd.wakeup import Wakeup
 from networkd.workers.base import WorkerContext
 
 WATCHER_TOPICS = [
@@ -163,32 +164,6 @@ class ElectorPublisher:
             self._lease_seen = health
             self._lease_at = now
             self.lease_topic.set("lease", health)
-
-
-class Wakeup:
-    """A pipe the controller thread pokes when it has new outputs (wakes the bus poll)."""
-
-    def __init__(self) -> None:
-        self.rfd, self.wfd = os.pipe()
-        os.set_blocking(self.rfd, False)
-        os.set_blocking(self.wfd, False)
-
-    def poke(self) -> None:
-        try:
-            os.write(self.wfd, b"x")
-        except (BlockingIOError, OSError):
-            pass  # already poked (pipe full) or closing
-
-    def drain(self) -> None:
-        try:
-            while os.read(self.rfd, 4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
-
-    def close(self) -> None:
-        os.close(self.rfd)
-        os.close(self.wfd)
 
 
 def main(ctx: WorkerContext) -> int:

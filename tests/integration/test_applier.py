@@ -152,10 +152,15 @@ def test_repairs_adopts_and_removes_leftovers(lab: Lab) -> None:
     try:
         bus.replace("elector", "state.lease", lease())
         bus.replace("elector", "state.desired", {VIP: vip(node), VIP2: vip(node, VIP2)})
-        bus.wait(
-            lambda: node.has_address(VIP) and node.has_address(VIP2) and len(node.nat_rules()) == 8,
-            5,
-        )
+        try:
+            bus.wait(
+                lambda: (
+                    node.has_address(VIP) and node.has_address(VIP2) and len(node.nat_rules()) == 8
+                ),
+                5,
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{node.addresses()}\n{daemon.log()[-3000:]}") from None
 
         # outside deletion of the address and of a rule: both come back
         node.exec("ip", "addr", "del", f"{VIP}/32", "dev", "eth0")

@@ -250,3 +250,66 @@ class TcpProber:
         for outcome in self.outcomes:
             out[outcome.result] = out.get(outcome.result, 0) + 1
         return out
+
+
+class LockViews:
+    """Each node's view of who owns a VIP, from its elector's ``state.vip_status`` (the
+    same messages ``networkdctl tap state.vip_status`` prints), time-stamped on arrival."""
+
+    def __init__(self, nodes: Sequence[LabNode], vip: str) -> None:
+        self.vip = vip
+        self.names = [n.name for n in nodes]
+        self.run_dirs = {n.name: n.daemon.run_dir for n in nodes}
+        self.seen: List[Tuple[float, str, str]] = []  # (at, node, owner in its view)
+        self._last: Dict[str, str] = {}
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait(5)
+
+    def _run(self) -> None:
+        import zmq
+
+        from networkd.bus.subscriber import Subscriber
+
+        context = zmq.Context()
+        subs = {
+            name: Subscriber(context, run_dir, {"elector": ["state.vip_status"]})
+            for name, run_dir in self.run_dirs.items()
+        }
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                for name, sub in subs.items():
+                    sub.poll(timeout_ms=5)
+                    items = sub.state("elector", "state.vip_status") or {}
+                    item = items.get(self.vip)
+                    owner = getattr(item, "owner", "") if item is not None else ""
+                    if self._last.get(name) != owner:
+                        self._last[name] = owner
+                        self.seen.append((time.monotonic(), name, owner))
+        finally:
+            for sub in subs.values():
+                sub.close()
+            context.destroy(0)
+
+    def view(self, name: str, at: float) -> str:
+        """The owner node ``name`` published last before ``at``."""
+        owner = ""
+        for when, node, value in list(self.seen):
+            if node == name and when <= at:
+                owner = value
+        return owner
+
+    def current_after(self, name: str, owner: str, since: float) -> Optional[float]:
+        """When ``name``'s view became ``owner`` for good, counted from ``since`` (0 if it
+        already was); None if it is not ``owner`` now."""
+        if self._last.get(name) != owner:
+            return None
+        changes = [when for when, node, _ in list(self.seen) if node == name and when > since]
+        return (changes[-1] - since) if changes else 0.0
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
