@@ -43,6 +43,7 @@ from networkd.bus.messages import (
 from networkd.net import fencing
 from networkd.net.acl_rules import AclRules
 from networkd.net.addresses import AddressTable, InterfaceMissing, normalize_ip, plan_addresses
+from networkd.net.carrier import CarrierWatch
 from networkd.net.claims import Claim, ClaimListener
 from networkd.net.garp import Announcer, GarpSchedule
 from networkd.net.nat_rules import NatRule, NatRules
@@ -112,6 +113,7 @@ class Applier:
         self.xtables_warned = False
         self.announcer = Announcer(interface)
         self.claims = ClaimListener(interface)
+        self.carrier = CarrierWatch(interface)
         self.schedule = GarpSchedule(self.config.vip_garp_refresh)
         self.record = AddressRecord(os.path.join(ctx.state_dir, RECORD_FILE))
         self.counters = ApplierCounters()
@@ -195,7 +197,7 @@ class Applier:
                       self.config.vip_fencing, self.config.acl)  # fmt: skip
         self.rules.start()
         while not ctx.stopping:
-            extra = [*self.claims.filenos(), self.wakeup.rfd]
+            extra = [*self.claims.filenos(), self.wakeup.rfd, *self._carrier_fds()]
             envelopes = self.sub.poll(timeout_ms=POLL_MS, extra=extra)
             for env in envelopes:
                 if env.topic.startswith("state."):
@@ -209,6 +211,10 @@ class Applier:
                               lease.value)  # fmt: skip
                 self.lease_seen = lease
                 self.dirty = True  # strict fencing, or taking yielded VIPs back
+            if self.carrier.came_up() and self.bound:
+                self.log.info("vip interface carrier back interface=%s action=probe",
+                              self.config.net_interface)  # fmt: skip
+                self.next_probe = 0.0  # a healed link: ask at once who has our VIPs
             self._read_claims(lease)
             if self.dirty or now - self.last_reconcile >= RECONCILE_INTERVAL:
                 verify = now - self.last_verify >= VERIFY_INTERVAL
@@ -223,6 +229,13 @@ class Applier:
             self.log.info("applier restarting: host left as it is")
         self.close()
         return 0
+
+    def _carrier_fds(self) -> List[int]:
+        try:
+            return [self.carrier.fileno()]
+        except OSError as exc:
+            self.warn_once("carrier", f"link events unavailable: {exc}")
+            return []
 
     # -- reconcile -----------------------------------------------------------------------
 
@@ -490,6 +503,7 @@ class Applier:
             self.rules.stop,
             self.wakeup.close,
             self.claims.close,
+            self.carrier.close,
             self.announcer.close,
             self.addresses.close,
             self.sub.close,
