@@ -211,7 +211,7 @@ def planned_moves(lab: Lab, etcd: Any, count: int) -> None:
                 moved_at = time.monotonic()
                 etcd.put(f"/lain/config/vips/{VIP}", vip_value(excluded=[owner]))
                 lab.wait(
-                    lambda: lab.owners(VIP) and lab.owners(VIP)[0] != owner,  # noqa: B023
+                    lambda: [o for o in lab.owners(VIP) if o != owner],  # noqa: B023
                     5,
                     "moved",
                 )
