@@ -62,7 +62,7 @@ def build_arp_probe(mac: str, ip: str) -> bytes:
 def solicited_node(ip: str) -> str:
     """The solicited-node multicast address of an IPv6 address (ff02::1:ffXX:XXXX)."""
     low = ipaddress.IPv6Address(ip).packed[-3:]
-    return str(ipaddress.IPv6Address(bytes.fromhex("ff020000000000000000000000000001ff") + low))
+    return str(ipaddress.IPv6Address(bytes.fromhex("ff0200000000000000000001ff") + low))
 
 
 def build_neighbor_solicitation(mac: str, ip: str) -> bytes:

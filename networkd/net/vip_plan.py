@@ -15,7 +15,7 @@ The applier reconciles in this order (break before make, on one node):
 """
 
 import dataclasses
-from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from networkd.bus.messages import AppliedVip, DesiredVip
 from networkd.net.addresses import normalize_ip
@@ -31,6 +31,20 @@ class HostWant:
     rules: List[NatRule] = dataclasses.field(default_factory=list)
     resolved: Dict[str, str] = dataclasses.field(default_factory=dict)
     problems: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
+
+
+def floating_addresses(vips: Mapping[str, Any]) -> Set[str]:
+    """The addresses of the floating VIPs configured in the cluster (``state.vips`` items):
+    port-only keys bind no address, whatever their family (``[fd00::1]:80`` included)."""
+    out: Set[str] = set()
+    for vip in vips.values():
+        if getattr(vip, "port", 0):
+            continue
+        try:
+            out.add(normalize_ip(vip.ip))
+        except (ValueError, AttributeError):
+            continue
+    return out
 
 
 def target_ip(vip: DesiredVip, node_address: str) -> str:

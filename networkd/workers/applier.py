@@ -48,7 +48,13 @@ from networkd.net.claims import Claim, ClaimListener
 from networkd.net.garp import Announcer, GarpSchedule
 from networkd.net.nat_rules import NatRule, NatRules
 from networkd.net.rules_thread import RulesThread
-from networkd.net.vip_plan import HostWant, applied_items, plan_host, ready_to_bind
+from networkd.net.vip_plan import (
+    HostWant,
+    applied_items,
+    floating_addresses,
+    plan_host,
+    ready_to_bind,
+)
 from networkd.wakeup import Wakeup
 from networkd.workers.base import WorkerContext
 
@@ -171,18 +177,7 @@ class Applier:
         return fencing.lease_state(self.last_lease, now)
 
     def configured_vips(self) -> Set[str]:
-        """Addresses of the floating VIPs configured in the cluster (port-only keys bind no
-        address, whatever their address family)."""
-        items = self.sub.state("watcher", "state.vips") or {}
-        out = set()
-        for vip in items.values():
-            if getattr(vip, "port", 0):
-                continue
-            try:
-                out.add(normalize_ip(vip.ip))
-            except (ValueError, AttributeError):
-                continue
-        return out
+        return floating_addresses(self.sub.state("watcher", "state.vips") or {})
 
     def warn_once(self, key: str, reason: str) -> None:
         if (key, reason) not in self.logged:
@@ -332,7 +327,9 @@ class Applier:
             self.dirty = True
         for ip in added:
             self.log.info("vip bound ip=%s interface=%s", ip, self.config.net_interface)
-        self._pass_changes += len(added)
+        # re-adding an address we had bound is a repair; binding one whose rules just came
+        # in is the plan going on
+        self._pass_changes += len(set(added) & self.bound)
         present = actual | set(added)
         removable = self._removable()
         self.record.update((self.record.ips | (present & want.addresses)) - (removable - present))

@@ -268,6 +268,65 @@ def test_duplicate_claim_and_fencing(lab: Lab) -> None:
         daemon.close()
 
 
+def send_na(client: Any, ip: str, mac: str) -> None:
+    """An unsolicited neighbour advertisement for ``ip`` naming ``mac`` (a claim), from a
+    client namespace, through a raw ICMPv6 socket as a node would send it."""
+    import socket
+
+    from networkd.net.garp import build_unsolicited_na
+    from tests.lab.netns import in_netns
+
+    with in_netns(client.ns):
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        index = socket.if_nametoindex("eth0")
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+        sock.sendto(build_unsolicited_na(mac, ip), ("ff02::1", 0, 0, index))
+    finally:
+        sock.close()
+
+
+def test_probes_and_ipv6_claims_without_a_live_lease(lab: Lab) -> None:
+    node, client = lab.nodes[0], lab.client
+    vip6 = "fd00:77::200"
+    daemon, bus = start(node)
+    try:
+        bus.replace("elector", "state.lease", lease())
+        bus.replace(
+            "elector", "state.desired", {VIP: vip(node), vip6: vip(node, vip6, ports=(), cip="")}
+        )
+        bus.wait(lambda: node.has_address(VIP) and node.has_address(vip6), 5)
+        with client.sniffer() as sniffer:
+            # hold without a live lease: silent, but asking who else has the VIP (ARP probes)
+            bus.replace("elector", "state.lease", lease(False))
+            t0 = time.monotonic()
+            time.sleep(1.2)
+            probes = [
+                s for s in list(sniffer.seen) if s.at > t0 and s.kind == "arp" and s.ip == "0.0.0.0"
+            ]
+            assert len(probes) >= 4, probes  # every 200 ms
+            assert not sniffer.garps(VIP, since=t0)
+        # an IPv6 VIP yields to another node's neighbour advertisement
+        send_na(client, vip6, "02:00:00:77:77:7a")
+        bus.wait(lambda: not node.has_address(vip6), 3, "yield to the NA")
+        claims = bus.wait(lambda: [c for c in bus.events("vip.duplicate") if c.ip == vip6], 2)
+        assert claims[-1].yielded and claims[-1].mac == "02:00:00:77:77:7a"
+        assert node.has_address(VIP)  # the other VIP was not claimed: kept
+        # a live lease: an IPv6 claim is answered by a new announcement instead
+        bus.replace("elector", "state.lease", lease(True))
+        bus.wait(lambda: node.has_address(vip6), 3, "bound again with a live lease")
+        with client.sniffer() as sniffer:
+            t1 = time.monotonic()
+            send_na(client, vip6, "02:00:00:77:77:7b")
+            again = sniffer.wait_garp(vip6, since=t1, timeout=2, mac=node.mac)
+            assert again.kind == "na"
+        assert node.has_address(vip6)
+    finally:
+        bus.close()
+        daemon.close()
+
+
 def input_rules(node: LabNode):
     return node.exec("iptables", "-w", "-S", "INPUT").splitlines()
 

@@ -204,3 +204,44 @@ def test_spreading_simulation_settles_within_ceil():
         counts = {n: sum(1 for h in locks.values() if h.hostname == n) for n in nodes}
         assert len(locks) == vips_n, (vips_n, nodes_n, counts)
         assert max(counts.values()) <= math.ceil(vips_n / nodes_n), (vips_n, nodes_n, counts)
+
+
+# settling after an etcd disturbance: (last holder, in our desired set) -> what we do
+SETTLING_TABLE = [
+    ("n1", True, "keep, compete at once"),
+    ("n1", False, "compete at once"),
+    ("n2", False, "leave it to n2"),
+    ("", False, "normal spreading delay"),
+]
+
+
+def test_settling_gives_free_locks_back_to_their_last_holder():
+    for last, desired_now, expected in SETTLING_TABLE:
+        plan = plan_vips(
+            base_input(
+                settling=True,
+                last_holder={"10.0.0.1": last} if last else {},
+                desired_now={"10.0.0.1"} if desired_now else set(),
+            )
+        )
+        if expected == "leave it to n2":
+            assert "10.0.0.1" not in plan.compete, (last, desired_now, plan)
+            assert "10.0.0.1" not in plan.keep
+        elif expected == "normal spreading delay":
+            assert "10.0.0.1" in plan.compete
+        else:
+            assert plan.compete.get("10.0.0.1") == 0.0, (last, desired_now, plan)
+            assert ("10.0.0.1" in plan.keep) == desired_now
+    # once settled, another node's last VIP is contended as usual
+    plan = plan_vips(base_input(settling=False, last_holder={"10.0.0.1": "n2"}))
+    assert "10.0.0.1" in plan.compete
+
+
+def test_no_rebalancing_while_settling_or_while_presence_moves():
+    configs = {f"10.0.0.{i}": vip(f"10.0.0.{i}") for i in range(1, 5)}
+    local = {ip: (ELIGIBLE, container()) for ip in configs}
+    locks = {ip: Holder("n1", 7) for ip in configs}  # all four here, one other live node
+    common = dict(configs=configs, local=local, locks=locks, desired_now=set(configs))
+    assert plan_vips(base_input(**common)).giveaway  # settled: one is given away
+    assert not plan_vips(base_input(settling=True, **common)).giveaway
+    assert not plan_vips(base_input(rebalance=False, **common)).giveaway
