@@ -16,7 +16,8 @@ import pytest
 
 from networkd import rundir
 from networkd.bus.publisher import endpoint_path
-from tests.lab.netns import add_netns, del_netns, ip
+from tests.integration.netns_fixtures import netns_with_eth0
+from tests.lab.netns import del_netns
 from tests.support.daemon import NETWORKD, Daemon
 
 CONNECT = """
@@ -33,11 +34,7 @@ except PermissionError:
 @pytest.fixture
 def netns() -> Iterator[str]:
     """A namespace with an eth0, so the root applier touches nothing of the host."""
-    name = f"nwp{uuid.uuid4().hex[:8]}"
-    add_netns(name)
-    ip("link", "add", "eth0", "type", "veth", "peer", "name", "peer0", netns=name)
-    ip("addr", "add", "10.77.6.1/24", "dev", "eth0", netns=name)
-    ip("link", "set", "eth0", "up", netns=name)
+    name = netns_with_eth0("nwp", "10.77.6.1/24")
     try:
         yield name
     finally:

@@ -8,6 +8,7 @@ from networkd.proc_state import (
     MAX_START_FAILURES,
     START_SECONDS,
     TRANSITIONS,
+    Decision,
     Exit,
     IllegalTransition,
     ProcessState,
@@ -95,6 +96,14 @@ POLICY = [
 ]
 
 
+def assert_legal(state: ProcessState, decision: Decision) -> None:
+    """The policy only asks for legal moves, then (to start again) EXITED/BACKOFF -> STARTING."""
+    if decision.state != state:
+        check_transition(state, decision.state)
+    if decision.restart_in is not None:
+        check_transition(decision.state, S.STARTING)
+
+
 @pytest.mark.parametrize("state,how,stopping,failures,new,restart,failures_after", POLICY)
 def test_decide(state, how, stopping, failures, new, restart, failures_after) -> None:
     decision = decide(state, how, stopping, failures)
@@ -106,11 +115,7 @@ def test_decide(state, how, stopping, failures, new, restart, failures_after) ->
         assert decision.restart_in is None
     else:
         assert decision.restart_in == backoff_delay(failures_after)
-    # The policy only asks for legal moves, then (to start again) EXITED/BACKOFF -> STARTING.
-    if new != state:
-        check_transition(state, new)
-    if decision.restart_in is not None:
-        check_transition(new, S.STARTING)
+    assert_legal(state, decision)
 
 
 def test_decide_covers_every_state_and_exit_kind() -> None:
@@ -121,10 +126,7 @@ def test_decide_covers_every_state_and_exit_kind() -> None:
             for stopping in (False, True):
                 for failures in range(MAX_START_FAILURES + 1):
                     decision = decide(state, how, stopping, failures)
-                    if decision.state != state:
-                        check_transition(state, decision.state)
-                    if decision.restart_in is not None:
-                        check_transition(decision.state, S.STARTING)
+                    assert_legal(state, decision)
                     assert decision.reason
 
 
