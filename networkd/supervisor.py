@@ -175,28 +175,13 @@ class Supervisor:
         return accounts
 
     def _run_locked(self, specs: Sequence[WorkerSpec]) -> int:
-        self.mp = multiprocessing.get_context("forkserver")
-        self.mp.set_forkserver_preload(FORKSERVER_PRELOAD)
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()  # before any ZeroMQ context or thread exists here
+        self.start_fork_server()
         self.node = nodeinfo.resolve(self.config)
         self.prepare_run_dir(specs)
         if any(s.module == "dns" for s in specs):
             self.open_dns_sockets()
         self.install_signals()
-        import zmq
-
-        from networkd.bus.publisher import Publisher
-
-        self.publisher = Publisher(
-            zmq.Context(),
-            self.config.run_dir,
-            "supervisor",
-            allowed_groups=self.bus_groups(SUPERVISOR_SUBSCRIBERS),
-        )
-        self.workers_topic = self.publisher.state("state.workers")
-        self.control = ControlServer(self.config.run_dir, self.handle_control)
+        self.open_bus_and_control()
         for spec in specs:
             self.workers[spec.name] = WorkerProcess(spec)
             self.spawn(self.workers[spec.name])
@@ -215,6 +200,27 @@ class Supervisor:
         log.info("supervisor stopped exit=%d", self.exit_code)
         return self.exit_code
 
+    def start_fork_server(self) -> None:
+        self.mp = multiprocessing.get_context("forkserver")
+        self.mp.set_forkserver_preload(FORKSERVER_PRELOAD)
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()  # before any ZeroMQ context or thread exists here
+
+    def open_bus_and_control(self) -> None:
+        import zmq
+
+        from networkd.bus.publisher import Publisher
+
+        self.publisher = Publisher(
+            zmq.Context(),
+            self.config.run_dir,
+            "supervisor",
+            allowed_groups=self.bus_groups(SUPERVISOR_SUBSCRIBERS),
+        )
+        self.workers_topic = self.publisher.state("state.workers")
+        self.control = ControlServer(self.config.run_dir, self.handle_control)
+
     def prepare_run_dir(self, specs: Sequence[WorkerSpec]) -> None:
         """Run dir and bus dir are root's; each publisher gets a directory only it may write."""
         owners = {"supervisor": (0, 0)}
@@ -229,8 +235,11 @@ class Supervisor:
         return None if spec.user == "root" else self.accounts.get(spec.user)
 
     def user_for(self, spec: WorkerSpec) -> str:
+        """Who the worker runs as, for logs: its account, root, or (not root) our uid."""
         account = self.account_of(spec)
-        return account.name if account is not None else "root"
+        if account is not None:
+            return account.name
+        return "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
 
     def owner_of(self, spec: WorkerSpec) -> Tuple[int, int]:
         """(uid, gid) owning the worker's bus and state directories."""
