@@ -14,6 +14,9 @@ demo: setup
 test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The checks that need no root: what to run before every commit.
+check: lint unit
+
 lint: setup
 	$(VENV)/bin/ruff check networkd tests bench
 	$(VENV)/bin/ruff format --check networkd tests bench

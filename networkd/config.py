@@ -1,8 +1,10 @@
 """The daemon's configuration: one frozen dataclass built from the command line.
 
 Flags keep the Go daemon's single-dash spelling (``-etcd.endpoint``); new options follow
-the same style. Every worker receives the whole Config; ``section_digest`` tells the
-supervisor, on HUP, which workers a change affects.
+the same style. Each worker receives a Config holding only the fields it uses (the rest
+at their defaults: ``networkd.workers.worker_config``), so etcd credentials reach the
+watcher and the elector alone; ``section_digest`` tells the supervisor, on HUP, which
+workers a change affects.
 """
 
 import argparse
@@ -46,6 +48,7 @@ class Config:
     # users
     user: str = "networkd"
     dns_user: str = "networkd-dns"
+    user_fallback: str = ""
     # DNS
     godns_addr: str = "127.0.0.1:53"
     dns_replicas: int = 2
@@ -128,6 +131,11 @@ FLAGS: Dict[str, Tuple[str, str, str]] = {
     "docker.endpoint": ("docker_endpoint", "str", "Docker socket for the optional running-check"),
     "user": ("user", "str", "user of the unprivileged workers"),
     "dns.user": ("dns_user", "str", "user of the DNS replicas"),
+    "user.fallback": (
+        "user_fallback",
+        "str",
+        "account to run as when -user or -dns.user does not exist (e.g. nobody); empty: exit 78",
+    ),
     "godns.addr": ("godns_addr", "str", "DNS listen address"),
     "dns.replicas": ("dns_replicas", "int", "number of DNS replica processes"),
     "dns.ttl": ("dns_ttl", "int", "TTL of answers for local names"),
@@ -145,6 +153,32 @@ FLAGS: Dict[str, Tuple[str, str, str]] = {
     "workers": ("workers", "list", "run only these workers (testing aid), comma-separated"),
     "verbose": ("verbose", "bool", "debug logging"),
 }
+
+
+# Flags whose values are secrets: masked wherever the command line is shown.
+SECRET_FLAGS = ("etcd.password",)
+MASK = "<hidden>"
+
+
+def mask_secrets(argv: Sequence[str]) -> List[str]:
+    """The command line with the values of SECRET_FLAGS replaced by MASK.
+
+    Handles ``-flag=value``, ``--flag=value`` and ``-flag value``."""
+    out: List[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append(MASK)
+            hide_next = False
+            continue
+        name, sep, _value = arg.lstrip("-").partition("=")
+        if arg.startswith("-") and name in SECRET_FLAGS:
+            if sep:
+                arg = arg[: len(arg) - len(_value)] + MASK
+            else:
+                hide_next = True
+        out.append(arg)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:

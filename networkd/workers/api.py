@@ -1,7 +1,10 @@
 """The api worker: HTTP on -api.addr with the status document, DNS config and metrics.
 
 The bus is read in the main thread; HTTP requests are served by threads that only read
-the latest documents, which the main thread replaces whole (no locks needed).
+what the main thread replaces whole (no locks needed): the status document, rendered on
+every pass, and a read-only copy of the mirrors (``BusView.frozen``), taken when the bus
+brought something new, from which ``/metrics`` and ``/v1/dns/config`` render. The live
+mirrors change under ``poll()`` and are never handed to another thread.
 """
 
 import json
@@ -10,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Tuple
 
 from networkd import status
-from networkd.bus.view import BusView
+from networkd.bus.view import BusView, FrozenView
 from networkd.workers.base import EXIT_ERROR, WorkerContext
 
 Route = Callable[[], Tuple[str, bytes]]
@@ -57,36 +60,45 @@ class ApiHandler(BaseHTTPRequestHandler):
 
 
 class Documents:
-    """The latest rendered documents, replaced whole by the bus loop."""
+    """What the HTTP threads read, replaced whole by the bus loop: the status document
+    and a frozen copy of the mirrors. ``freeze`` is ``BusView.frozen``."""
 
-    def __init__(self, view: BusView, node_address: str) -> None:
-        self.view = view
+    def __init__(self, freeze: Callable[[], FrozenView], node_address: str) -> None:
+        self.freeze = freeze
         self.node_address = node_address
+        self.mirrors = freeze()
         self.status: bytes = b"{}"
 
-    def refresh(self) -> None:
-        doc = status.assemble(self.view.mirror, self.view.sources)
+    def refresh(self, changed: bool) -> None:
+        """Main thread only: copy the mirrors when the bus brought news; status always
+        (uptimes move even when the bus is quiet)."""
+        if changed:
+            self.mirrors = self.freeze()
+        mirrors = self.mirrors
+        doc = status.assemble(mirrors.mirror, list(mirrors.sources))
         self.status = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
 
     def dns_config(self) -> Tuple[str, bytes]:
         from networkd.dns.config_dump import render_from_mirrors
 
+        mirrors = self.mirrors  # one read: a refresh in between does not mix two copies
         return "text/plain; charset=utf-8", render_from_mirrors(
-            self.view.mirror, self.node_address
+            mirrors.mirror, self.node_address
         ).encode()
 
     def metrics(self) -> Tuple[str, bytes]:
         from networkd.metrics import render
 
+        mirrors = self.mirrors
         return "text/plain; version=0.0.4; charset=utf-8", render(
-            self.view.mirror, self.view.sources
+            mirrors.mirror, mirrors.sources
         ).encode()
 
 
 def main(ctx: WorkerContext) -> int:
     host, port = ctx.config.api_host_port
     view = BusView(ctx.zmq_context, ctx.run_dir, ["state."], exclude=ctx.name)
-    docs = Documents(view, ctx.node_address)
+    docs = Documents(view.frozen, ctx.node_address)
     routes: Dict[str, Route] = {
         "/v1/status": lambda: ("application/json", docs.status),
         "/v1/dns/config": docs.dns_config,
@@ -103,8 +115,7 @@ def main(ctx: WorkerContext) -> int:
     thread.start()
     ctx.log.info("api listening addr=%s:%d", host, port)
     while not ctx.stopping:
-        view.poll(200)
-        docs.refresh()  # every pass: uptimes move even when the bus is quiet
+        docs.refresh(changed=bool(view.poll(200)))
     server.shutdown()
     server.server_close()
     view.close()
