@@ -58,6 +58,9 @@ class Config:
     vip_ttl: float = 2.0
     vip_fencing: str = "hold"
     vip_garp_refresh: float = 60.0
+    vip_checks_dir: str = "/etc/networkd/checks.d"
+    vip_notify: str = ""
+    vip_notify_timeout: float = 10.0
     # leader jobs and ACL
     tinydns: bool = False
     swarm: bool = False
@@ -143,6 +146,17 @@ FLAGS: Dict[str, Tuple[str, str, str]] = {
     "vip.ttl": ("vip_ttl", "float", "node lease TTL in seconds"),
     "vip.fencing": ("vip_fencing", "str", "hold or strict: what an owner does when etcd is lost"),
     "vip.garp.refresh": ("vip_garp_refresh", "float", "seconds between gratuitous ARP refreshes"),
+    "vip.checks.dir": (
+        "vip_checks_dir",
+        "str",
+        "directory of this node's VIP check files (the only checks that may exec)",
+    ),
+    "vip.notify": (
+        "vip_notify",
+        "str",
+        "executable run as IP OLD NEW on each local VIP state change",
+    ),
+    "vip.notify.timeout": ("vip_notify_timeout", "float", "seconds a -vip.notify run may take"),
     "tinydns": ("tinydns", "bool", "leader job: tinydns domain servers"),
     "swarm": ("swarm", "bool", "leader job: swarm.lain"),
     "webrouter": ("webrouter", "bool", "leader job: webrouter tinydns fqdns"),
@@ -262,6 +276,12 @@ def validate(config: Config) -> None:
         raise ConfigError(f"-dns.replicas: expected 1..64, got {config.dns_replicas}")
     if config.vip_ttl < 1:
         raise ConfigError(f"-vip.ttl: expected at least 1 second, got {config.vip_ttl}")
+    if config.vip_notify and not config.vip_notify.startswith("/"):
+        raise ConfigError(f"-vip.notify: expected an absolute path, got {config.vip_notify!r}")
+    if not 0 < config.vip_notify_timeout <= 3600:
+        raise ConfigError(
+            f"-vip.notify.timeout: expected 0..3600 seconds, got {config.vip_notify_timeout}"
+        )
     if not config.etcd_endpoints:
         raise ConfigError("-etcd.endpoint: at least one endpoint is needed")
     for endpoint in config.etcd_endpoints:

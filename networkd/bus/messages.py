@@ -90,11 +90,32 @@ class PortSpec:
 
 @register
 @dataclass
+class HealthCheck:
+    """A VIP's health check: the ``health`` object of its etcd value (``tcp``, ``http``), or
+    a check file of the node's own (``/etc/networkd/checks.d``; only these may ``exec``).
+
+    ``port`` 0 means the VIP's first port's ``dest``; probes go to the local container."""
+
+    type: str
+    port: int = 0
+    path: str = "/"
+    expect: List[int] = field(default_factory=lambda: [200])
+    interval: float = 1.0
+    timeout: float = 1.0
+    fall: int = 3
+    rise: int = 2
+    command: List[str] = field(default_factory=list)
+
+
+@register
+@dataclass
 class VipConfig:
-    """Item of ``state.vips`` (sender: watcher; readers: elector, dns, api).
+    """Item of ``state.vips`` (sender: watcher; readers: elector, dns, api, checker).
 
     Key: the etcd key suffix, ``<ip>`` or ``<ip>:<port>``. ``port`` is 0 for a floating VIP
-    and the key's port for a port-only mapping (then ``ip`` may be ``0.0.0.0``)."""
+    and the key's port for a port-only mapping (then ``ip`` may be ``0.0.0.0``). ``health``
+    is the VIP's check from etcd (None: none, or rejected: then it is a config error and
+    the VIP works without a check)."""
 
     ip: str
     app: str
@@ -102,6 +123,7 @@ class VipConfig:
     ports: List[PortSpec]
     excluded_nodes: List[str] = field(default_factory=list)
     port: int = 0
+    health: Optional[HealthCheck] = None
 
 
 @register
@@ -246,6 +268,26 @@ class WatcherSync:
 
 
 # ---------------------------------------------------------------------------------------
+# checker -> elector, api (VIP health; SPEC section 9)
+
+
+@register
+@dataclass
+class HealthStatus:
+    """Item of ``state.health`` (sender: checker; readers: elector, api, ctl).
+
+    Key: the VIP. ``state`` is PASSING, FAILING or UNKNOWN (no verdict yet: too few
+    probes since the checker started or the check changed). ``source`` is ``etcd`` or
+    ``local`` (a check file of this node). ``detail`` says what the last probe saw."""
+
+    ip: str
+    state: str
+    source: str
+    detail: str = ""
+    checked_at: float = 0.0  # wall clock of the last probe
+
+
+# ---------------------------------------------------------------------------------------
 # elector -> applier, api (VIP ownership; SPEC section 3 and 5)
 
 
@@ -270,7 +312,8 @@ class DesiredVip:
 class VipStatus:
     """Item of ``state.vip_status`` (sender: elector; readers: api, ctl).
 
-    ``state`` is OWNER, STANDBY, INELIGIBLE or EXCLUDED."""
+    ``state`` is OWNER, STANDBY, FAILING (the VIP's health check does not pass here),
+    INELIGIBLE or EXCLUDED."""
 
     ip: str
     owner: str
@@ -462,6 +505,7 @@ STATE_TOPICS: Dict[str, type] = {
     "state.elector": ElectorCounters,
     "state.applied": AppliedVip,
     "state.applied_rev": AppliedRevision,
+    "state.health": HealthStatus,
     "state.applier": ApplierCounters,
     "state.upstreams": Upstreams,
     "state.hosts": HostsEntry,

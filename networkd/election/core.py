@@ -92,6 +92,10 @@ class Inputs:
     # whether an applier runs at all (``-workers`` without it: nobody to wait for).
     applied_rev: int = 0
     applier_expected: bool = True
+    # VIP -> (verdict, source) of the checker; a checker restart keeps the last verdicts
+    # (the worker's InputPump). ``checks_enabled`` false: no checker runs (-workers).
+    health: Dict[str, Tuple[str, str]] = dataclasses.field(default_factory=dict)
+    checks_enabled: bool = True
 
 
 @dataclasses.dataclass
@@ -425,7 +429,9 @@ class ElectorCore:
     def _plan(self, ctx: StepContext) -> VipPlan:
         me = self.hostname
         local = {
-            ip: local_eligibility(cfg, me, ctx.inp.containers, self.running)
+            ip: local_eligibility(
+                cfg, me, ctx.inp.containers, self.running, health_verdict(cfg, ctx.inp)
+            )
             for ip, cfg in ctx.configs.items()
         }
         for ip in list(self._giveaway_blocked):
@@ -815,6 +821,17 @@ class ElectorCore:
             self._outputs = out
         if self._on_output is not None:
             self._on_output()
+
+
+def health_verdict(cfg: VipConfig, inp: Inputs) -> Optional[str]:
+    """The verdict of ``cfg``'s health check on this node, None when it has none (a check
+    from etcd, or a check file of this node that the checker reports)."""
+    if not inp.checks_enabled:
+        return None
+    state, source = inp.health.get(cfg.ip, ("UNKNOWN", ""))
+    if cfg.health is None and source != "local":
+        return None
+    return state
 
 
 def _locks(snap: Dict[str, Entry]) -> Dict[str, Holder]:

@@ -78,6 +78,13 @@ APPLIER = WorkerSpec(
     ("net_interface", "net_address", "vip_garp_refresh", "vip_fencing", "acl"),
     subscribers=("user",),  # the elector and the api
 )
+CHECKER = WorkerSpec(
+    "checker",
+    "checker",
+    "user",
+    2,
+    ("vip_checks_dir", "vip_notify", "vip_notify_timeout") + NODE_FIELDS,
+)
 # The supervisor's own endpoint (state.workers, worker.* events): read by the api.
 SUPERVISOR_SUBSCRIBERS = ("user",)
 API = WorkerSpec("api", "api", "user", 2, ("api_addr", "dns_replicas"))
@@ -97,7 +104,9 @@ def worker_config(config: Config, spec: WorkerSpec) -> Config:
 def all_specs(dns_replicas: int, only: Tuple[str, ...] = ()) -> List[WorkerSpec]:
     """Workers in start order; ``only`` (the -workers flag) keeps the named ones ("dns" = all replicas)."""
     specs = (
-        [WATCHER, RESOLVCONF, ELECTOR, APPLIER] + [dns_spec(i) for i in range(dns_replicas)] + [API]
+        [WATCHER, RESOLVCONF, ELECTOR, APPLIER, CHECKER]
+        + [dns_spec(i) for i in range(dns_replicas)]
+        + [API]
     )
     if only:
         specs = [s for s in specs if s.name in only or s.name.split(".")[0] in only]

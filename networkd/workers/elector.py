@@ -19,7 +19,7 @@ shows them gone, locks deleted), resigns leadership and revokes the lease.
 import dataclasses
 import os
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from networkd.bus.messages import AppliedRevision, DesiredRevision, DuplicateClaim, LeaseHealth
 from networkd.election.core import ElectorCore, Inputs, Outputs
@@ -37,6 +37,7 @@ WATCHER_TOPICS = [
     "state.sync",
 ]
 APPLIER_TOPICS = ["state.applied", "vip.duplicate"]
+CHECKER_TOPICS = ["state.health"]
 LEASE_REPUBLISH_S = 5.0
 
 
@@ -47,6 +48,10 @@ def lease_path(ctx: WorkerContext) -> str:
 def applier_runs(workers: Sequence[str]) -> bool:
     """Whether an applier confirms releases (``-workers`` may leave it out in tests)."""
     return not workers or "applier" in workers
+
+
+def checker_runs(workers: Sequence[str]) -> bool:
+    return not workers or "checker" in workers
 
 
 def confirmed_revision(sub: Any, epoch: float) -> int:
@@ -169,7 +174,9 @@ class ElectorPublisher:
 def main(ctx: WorkerContext) -> int:
     config = ctx.config
     pub = ctx.publisher()
-    sub = ctx.subscriber({"watcher": WATCHER_TOPICS, "applier": APPLIER_TOPICS})
+    sub = ctx.subscriber(
+        {"watcher": WATCHER_TOPICS, "applier": APPLIER_TOPICS, "checker": CHECKER_TOPICS}
+    )
     wakeup = Wakeup()
     core = ElectorCore(
         config,
@@ -181,7 +188,9 @@ def main(ctx: WorkerContext) -> int:
     )
     core.start()
     out_pub = ElectorPublisher(ctx, pub, core)
-    inputs = InputPump(sub, core, wakeup, pub.epoch, applier_runs(config.workers))
+    inputs = InputPump(
+        sub, core, wakeup, pub.epoch, applier_runs(config.workers), checker_runs(config.workers)
+    )
     ctx.log.info(
         "elector started hostname=%s ttl_s=%s fencing=%s lease=%x resumed=%s",
         ctx.hostname,
@@ -227,20 +236,50 @@ def main(ctx: WorkerContext) -> int:
     return 0
 
 
+class HealthVerdicts:
+    """The checker's verdicts as the elector uses them: a verdict stays until a newer
+    definite one (PASSING or FAILING) replaces it, so a restarting checker (whose items
+    are UNKNOWN, or absent while its mirror resyncs) moves no VIP."""
+
+    def __init__(self) -> None:
+        self.known: Dict[str, Tuple[str, str]] = {}  # ip -> (verdict, source)
+
+    def update(self, items: Optional[Dict[str, Any]]) -> Dict[str, Tuple[str, str]]:
+        if items is None:
+            return dict(self.known)  # the checker restarts: keep what we had
+        fresh: Dict[str, Tuple[str, str]] = {}
+        for ip, item in items.items():
+            state, source = getattr(item, "state", "UNKNOWN"), getattr(item, "source", "")
+            previous = self.known.get(ip)
+            if state == "UNKNOWN" and previous is not None and previous[1] == source:
+                state = previous[0]
+            fresh[ip] = (state, source)
+        self.known = fresh
+        return dict(fresh)
+
+
 class InputPump:
     """Feeds the controller. While the watcher is not in sync (restarting, resyncing after
     an etcd outage) the last synced cluster state is kept: a restarting watcher must not
     look like "every VIP was deleted"."""
 
     def __init__(
-        self, sub: Any, core: ElectorCore, wakeup: Wakeup, epoch: float, applier_expected: bool
+        self,
+        sub: Any,
+        core: ElectorCore,
+        wakeup: Wakeup,
+        epoch: float,
+        applier_expected: bool,
+        checks_enabled: bool = True,
     ) -> None:
+        self.checks_enabled = checks_enabled
         self.sub = sub
         self.core = core
         self.wakeup = wakeup
         self.epoch = epoch
         self.applier_expected = applier_expected
         self.last_synced: Optional[Inputs] = None
+        self.verdicts = HealthVerdicts()
 
     def pump(self) -> None:
         envelopes = self.sub.poll(timeout_ms=50, extra=[self.wakeup.rfd])
@@ -262,4 +301,6 @@ class InputPump:
             inputs = dataclasses.replace(
                 self.last_synced, applied=inputs.applied, applied_rev=inputs.applied_rev
             )
+        inputs.health = self.verdicts.update(self.sub.state("checker", "state.health"))
+        inputs.checks_enabled = self.checks_enabled
         self.core.set_inputs(inputs)

@@ -310,6 +310,30 @@ class LabNode:
         self.daemon: Any = None
         self.mac = ""
 
+    # -- the container's server ----------------------------------------------------------
+
+    def start_server(self) -> None:
+        """The container's TCP/UDP server on the lab's container ports (``<name> <port>``)."""
+        ports = ",".join(str(p) for p in self.lab.container_ports)
+        self.server = self.run_in_container(
+            "tests.lab.servers", "--name", self.name, "--ports", ports
+        )
+
+    def stop_server(self) -> None:
+        """The service dies, the container stays (still listed in deployd's pod groups)."""
+        _kill(self.server)
+        self.server = None
+
+    def run_in_container(self, module: str, *args: str) -> "subprocess.Popen[bytes]":
+        """``python -m module args`` in the container namespace; returns once it prints
+        ``ready`` (killed with the lab)."""
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.container_ns, PYTHON, "-m", module, *args],
+            stdout=subprocess.PIPE, cwd=REPO, env=_child_env(), start_new_session=True,
+        )  # fmt: skip
+        _wait_ready(proc, f"{module} in the container of {self.name}")
+        return proc
+
     # -- networkd ------------------------------------------------------------------------
 
     def start_networkd(
@@ -603,14 +627,7 @@ class Lab:
         ip("route", "add", "default", "via", node.gateway_ip, netns=node.container_ns)
         out = ip("-o", "link", "show", "eth0", netns=node.ns)
         node.mac = out.split("link/ether", 1)[1].split()[0]
-        node.server = subprocess.Popen(
-            [
-                "ip", "netns", "exec", node.container_ns, PYTHON, "-m", "tests.lab.servers",
-                "--name", node.name, "--ports", ",".join(str(p) for p in self.container_ports),
-            ],
-            stdout=subprocess.PIPE, cwd=REPO, env=_child_env(), start_new_session=True,
-        )  # fmt: skip
-        _wait_ready(node.server, f"container server of {node.name}")
+        node.start_server()
 
     def _build_client(self, client: LabClient) -> None:
         add_netns(client.ns)
