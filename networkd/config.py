@@ -54,6 +54,7 @@ class Config:
     dns_replicas: int = 2
     dns_ttl: int = 600
     api_addr: str = "127.0.0.1:3000"
+    api_token_file: str = ""
     # VIPs
     vip_ttl: float = 2.0
     vip_fencing: str = "hold"
@@ -143,6 +144,11 @@ FLAGS: Dict[str, Tuple[str, str, str]] = {
     "dns.replicas": ("dns_replicas", "int", "number of DNS replica processes"),
     "dns.ttl": ("dns_ttl", "int", "TTL of answers for local names"),
     "api.addr": ("api_addr", "str", "HTTP API listen address"),
+    "api.token-file": (
+        "api_token_file",
+        "str",
+        "file holding the bearer token that allows VIP writes over HTTP (unset: writes 403)",
+    ),
     "vip.ttl": ("vip_ttl", "float", "node lease TTL in seconds"),
     "vip.fencing": ("vip_fencing", "str", "hold or strict: what an owner does when etcd is lost"),
     "vip.garp.refresh": ("vip_garp_refresh", "float", "seconds between gratuitous ARP refreshes"),

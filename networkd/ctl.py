@@ -1,4 +1,4 @@
-"""``networkdctl``: status, tap and restart for a running networkd."""
+"""``networkdctl``: status, tap, restart and vip for a running networkd."""
 
 import argparse
 import datetime
@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any, List, Optional
 
+from networkd import ctl_vip
 from networkd.bus.codec import Envelope, to_plain
 from networkd.config import Config
 
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_tap.add_argument("--timeout", type=float, default=0.0, help="stop after this many seconds")
     p_restart = sub.add_parser("restart", help="restart one worker (dns restarts every replica)")
     p_restart.add_argument("worker")
+    ctl_vip.add_parser(sub)
     return parser
 
 
@@ -140,6 +142,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return cmd_status(args.run_dir, args.json, args.wait)
     if args.command == "tap":
         return cmd_tap(args.run_dir, args.prefixes, args.json, args.count, args.timeout)
+    if args.command == "vip":
+        return ctl_vip.cmd_vip(args.run_dir, args)
     return cmd_restart(args.run_dir, args.worker)
 
 

@@ -324,6 +324,60 @@ class VipStatus:
 
 @register
 @dataclass
+class VipNodeState:
+    """One node's state for one VIP in ``VipClusterView``."""
+
+    node: str
+    state: str  # OWNER, STANDBY, FAILING, INELIGIBLE, EXCLUDED
+    check: str = ""  # the node's check verdict and what it saw ("FAILING: status 500")
+
+
+@register
+@dataclass
+class VipClusterView:
+    """Item of ``state.vip_cluster`` (sender: elector; readers: api, ctl): one configured
+    floating VIP as the whole cluster sees it (``networkdctl vip list``, ``GET /v1/vips``).
+
+    Built from etcd: locks, presence, the watcher's configuration and placement, each
+    node's health report; ``moving_to`` is set while a planned move is in progress."""
+
+    ip: str
+    app: str
+    proc: str
+    owner: str
+    nodes: List[VipNodeState] = field(default_factory=list)
+    moving_to: str = ""
+    check: str = ""  # the check's type ("tcp", "http"), "" for none
+
+
+@register
+@dataclass
+class VipCommand:
+    """Event ``command.vip`` (sender: api; reader: elector): an operator's request.
+
+    ``action`` add (``value``: the JSON value for ``/lain/config/vips/<key>``), rm, or move
+    (``to``: the node to move to, "" for any other eligible node)."""
+
+    id: str
+    action: str
+    key: str
+    value: str = ""
+    to: str = ""
+
+
+@register
+@dataclass
+class CommandResult:
+    """Event ``command.done`` (sender: elector; reader: api): the outcome of a command."""
+
+    id: str
+    ok: bool
+    message: str
+    status: int = 200  # the HTTP status the api answers with
+
+
+@register
+@dataclass
 class LeaderInfo:
     """Item ``leader`` of ``state.leader`` (sender: elector; readers: api, ctl)."""
 
@@ -500,6 +554,7 @@ STATE_TOPICS: Dict[str, type] = {
     "state.desired": DesiredVip,
     "state.desired_rev": DesiredRevision,
     "state.vip_status": VipStatus,
+    "state.vip_cluster": VipClusterView,
     "state.leader": LeaderInfo,
     "state.lease": LeaseHealth,
     "state.elector": ElectorCounters,

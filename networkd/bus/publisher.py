@@ -116,6 +116,7 @@ class Publisher:
         self.sender = sender
         self.epoch = time.time() if epoch is None else epoch
         self.path = endpoint_path(run_dir, sender)
+        self.subscribed: Set[str] = set()  # prefixes someone subscribes to now
         self._topics: Dict[str, StateTopic] = {}
         self._seq: Dict[str, int] = {}
         self._snapshot_interval = snapshot_interval
@@ -173,8 +174,12 @@ class Publisher:
             except zmq.Again:
                 break
             read += 1
+            prefix = frame[1:].decode(errors="replace")
             if frame[:1] == b"\x01":
-                wanted.add(frame[1:].decode(errors="replace"))
+                wanted.add(prefix)
+                self.subscribed.add(prefix)
+            elif frame[:1] == b"\x00":  # XPUB reports it when the last subscriber left
+                self.subscribed.discard(prefix)
         if wanted:
             for topic in self._topics.values():
                 if topic.published and any(topic.topic.startswith(prefix) for prefix in wanted):
@@ -186,6 +191,11 @@ class Publisher:
                 if topic.published:
                     topic.send_snapshot()
         return read
+
+    def has_subscriber(self, topic: str) -> bool:
+        """Whether someone subscribed to a prefix of ``topic`` (an event sent now is
+        delivered; one sent before the subscription arrived is lost, pub/sub's nature)."""
+        return any(topic.startswith(prefix) for prefix in self.subscribed)
 
     def close(self) -> None:
         self.socket.close(0)

@@ -44,10 +44,13 @@ from networkd.bus.messages import (
     LocalContainer,
     ProcNodes,
     StreamrouterPool,
+    VipClusterView,
     VipConfig,
     VipStatus,
 )
 from networkd.config import Config
+from networkd.election.cluster_view import cluster_view
+from networkd.election.commands import CommandRunner
 from networkd.election.eligibility import OWNER, DockerCheck, RunningCheck, local_eligibility
 from networkd.election.lease import LeaseKeeper
 from networkd.election.mirror import Entry, KeyMirror
@@ -92,9 +95,9 @@ class Inputs:
     # whether an applier runs at all (``-workers`` without it: nobody to wait for).
     applied_rev: int = 0
     applier_expected: bool = True
-    # VIP -> (verdict, source) of the checker; a checker restart keeps the last verdicts
-    # (the worker's InputPump). ``checks_enabled`` false: no checker runs (-workers).
-    health: Dict[str, Tuple[str, str]] = dataclasses.field(default_factory=dict)
+    # VIP -> (verdict, source, detail) of the checker; a checker restart keeps the last
+    # verdicts (the worker's InputPump). ``checks_enabled`` false: no checker runs.
+    health: Dict[str, Tuple[str, str, str]] = dataclasses.field(default_factory=dict)
     checks_enabled: bool = True
 
 
@@ -110,6 +113,7 @@ class Outputs:
     config_errors: Dict[str, ConfigError] = dataclasses.field(default_factory=dict)
     counters: ElectorCounters = dataclasses.field(default_factory=ElectorCounters)
     final_done: bool = False
+    cluster: Dict[str, VipClusterView] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -141,6 +145,8 @@ class StepContext:
     port_desired: Dict[str, DesiredVip] = dataclasses.field(default_factory=dict)
     new_releases: List[str] = dataclasses.field(default_factory=list)
     leader: Dict[str, LeaderInfo] = dataclasses.field(default_factory=dict)
+    moves: Dict[str, keys.Move] = dataclasses.field(default_factory=dict)
+    cluster: Dict[str, VipClusterView] = dataclasses.field(default_factory=dict)
 
     def wake_in(self, seconds: float) -> None:
         self.wake = min(self.wake, seconds)
@@ -189,6 +195,8 @@ class ElectorCore:
         self.mirror: Optional[KeyMirror] = None
         self.store: Optional[OwnedKeys] = None
         self.jobs: Optional[JobRunner] = None
+        self.commands: Optional[CommandRunner] = None
+        self._health_written: Optional[str] = None
         self.settle_s = settle_seconds(self.keeper.ttl)
         # controller state (controller thread only)
         self._desired_bind: Dict[str, DesiredVip] = {}
@@ -227,6 +235,7 @@ class ElectorCore:
         self.mirror = KeyMirror(self.watch_channel, keys.NETWORKD_PREFIX, on_change=self._wake.set)
         self.store = OwnedKeys(self.txn_channel, self.hostname, self.mirror)
         self.jobs = JobRunner(self.store)
+        self.commands = CommandRunner(self.store, self._clock)
         self.mirror.start()
         self.keeper.start()
         self._thread = threading.Thread(target=self._run, name="elector-core", daemon=True)
@@ -236,6 +245,10 @@ class ElectorCore:
         with self._lock:
             self._inputs = inputs
             self._inputs_version += 1
+        self._wake.set()
+
+    def poke(self) -> None:
+        """Run a step soon (a command arrived)."""
         self._wake.set()
 
     def note_duplicate(self, ip: str, yielded: bool) -> None:
@@ -255,12 +268,13 @@ class ElectorCore:
         self._wake.set()
 
     def stop(self) -> None:
-        """Stop the threads. The lease is left alone (a restart resumes it)."""
+        """Stop the threads. The lease is left alone (a restart resumes it), renewed one last
+        time first so the next elector has the whole TTL to take it over."""
         self._stop.set()
         self._wake.set()
+        self.keeper.stop(renew_first=not self._final)
         if self._thread is not None:
             self._thread.join(5.0)
-        self.keeper.stop()
         if self.mirror is not None:
             self.mirror.stop()
         self.watch_channel.close()
@@ -364,9 +378,11 @@ class ElectorCore:
                 sorted(ip for ip, h in _locks(ctx.snap).items() if h.hostname == self.hostname),
             )
         self._observe(ctx)
+        self._health_report(ctx)
         self._floating(ctx)
         self._port_only_phase(ctx)
         self._leadership(ctx)
+        self._cluster_and_commands(ctx)
         self._final_stop(ctx)
         self._retire_lease(ctx)
         self._publish(ctx)
@@ -397,6 +413,11 @@ class ElectorCore:
         for ip, holder in ctx.locks.items():
             self._last_holder[ip] = holder.hostname
         ctx.live = {k[len(NODES_PREFIX) :] for k in ctx.snap if k.startswith(NODES_PREFIX)}
+        for key, entry in ctx.snap.items():
+            if key.startswith(keys.MOVES_PREFIX):
+                move = keys.parse_move(entry.value)
+                if move is not None:
+                    ctx.moves[key[len(keys.MOVES_PREFIX) :]] = move
         if ctx.live != self._presence:
             self._presence = set(ctx.live)
             self._presence_since = ctx.now
@@ -464,6 +485,7 @@ class ElectorCore:
                 settling=self.settling(ctx.now),
                 last_holder=dict(self._last_holder),
                 rebalance=ctx.now - self._presence_since >= self.settle_s,
+                moves=ctx.moves,
             )
         )
         if ctx.final:
@@ -494,7 +516,9 @@ class ElectorCore:
             desired.pop(ip, None)
             if ip in self._releasing:
                 continue
-            if ip in plan.giveaway:
+            if ip in plan.moving:
+                reason = "planned move"
+            elif ip in plan.giveaway:
                 reason = "rebalance"
                 self._giveaway_blocked[ip] = ctx.now + GIVEAWAY_BACKOFF_S
             else:
@@ -598,6 +622,30 @@ class ElectorCore:
                 del self._releasing[ip]
             else:
                 ctx.wake_in(TXN_RETRY_S)
+
+    def _health_report(self, ctx: StepContext) -> None:
+        """This node's check verdicts in etcd (``/lain/networkd/health/<node>``), written
+        when a verdict changes, so every node and ``vip list`` see FAILING."""
+        assert self.store is not None
+        report = {
+            ip: (state, detail)
+            for ip, (state, _source, detail) in ctx.inp.health.items()
+            if state != "UNKNOWN"
+        }
+        text = keys.encode_health_report(report)
+        key = keys.health_key(self.hostname)
+        entry = ctx.snap.get(key)
+        current = entry.value if entry is not None and entry.lease == ctx.lease_id else None
+        if text == current or (not report and entry is None):
+            return
+        if not (ctx.alive and ctx.lease_id) or ctx.final or not self._can_txn(key, ctx.now):
+            return
+        if not report and entry is not None:
+            done = self._txn(key, ctx.now, self.store.delete_if, entry.value)
+        else:
+            done = self._txn(key, ctx.now, self.store.put_own, text, ctx.lease_id)
+        if done:
+            log.info("vip health report written verdicts=%d", len(report))
 
     # -- 3. port-only mappings ---------------------------------------------------------
 
@@ -727,6 +775,28 @@ class ElectorCore:
                 self._job_retry_at = ctx.now + JOB_RETRY_S
                 ctx.wake_in(JOB_RETRY_S)
 
+    def _cluster_and_commands(self, ctx: StepContext) -> None:
+        """The cluster-wide view of the VIPs, and the operators' commands that need it."""
+        assert self.commands is not None
+        reports = {
+            key[len(keys.HEALTH_PREFIX) :]: keys.parse_health_report(entry.value)
+            for key, entry in ctx.snap.items()
+            if key.startswith(keys.HEALTH_PREFIX)
+        }
+        ctx.cluster = cluster_view(
+            ctx.configs,
+            ctx.locks,
+            ctx.live,
+            {k: list(v.nodes) for k, v in ctx.inp.proc_nodes.items()},
+            reports,
+            ctx.moves,
+            self.hostname,
+            ctx.plan.status,
+        )
+        self.commands.step(ctx.configs, ctx.cluster, ctx.locks, ctx.lease_id, ctx.alive)
+        if self.commands.pending:
+            ctx.wake_in(0.05)
+
     # -- 5. final stop and lease retirement --------------------------------------------
 
     def _final_stop(self, ctx: StepContext) -> None:
@@ -781,6 +851,7 @@ class ElectorCore:
                 config_errors=ctx.errors,
                 counters=dataclasses.replace(self.counters),
                 final_done=self._final_done,
+                cluster=ctx.cluster,
             )
         )
         # A release waits for the applier to confirm the first revision without the VIP.
@@ -814,6 +885,7 @@ class ElectorCore:
                 and prev.config_errors == out.config_errors
                 and prev.counters == out.counters
                 and prev.final_done == out.final_done
+                and prev.cluster == out.cluster
             )
             if same:
                 return
@@ -828,7 +900,7 @@ def health_verdict(cfg: VipConfig, inp: Inputs) -> Optional[str]:
     from etcd, or a check file of this node that the checker reports)."""
     if not inp.checks_enabled:
         return None
-    state, source = inp.health.get(cfg.ip, ("UNKNOWN", ""))
+    state, source, _detail = inp.health.get(cfg.ip, ("UNKNOWN", "", ""))
     if cfg.health is None and source != "local":
         return None
     return state

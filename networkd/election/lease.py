@@ -217,11 +217,19 @@ class LeaseKeeper:
         self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop renewing (the lease stays on the server until its TTL runs out)."""
+    def stop(self, renew_first: bool = False) -> None:
+        """Stop renewing (the lease stays on the server until its TTL runs out).
+
+        ``renew_first`` (a plain restart): one last renewal on the way out, so the next
+        elector has a whole TTL to resume the lease, however slow its start."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5.0)
+        if renew_first and not self._revoked:
+            with self._lock:
+                held = [h for h in (self._current, self._retiring) if h is not None]
+            for item in held:
+                self._renew(item)
         self._holder.close()
 
     def revoke(self) -> bool:

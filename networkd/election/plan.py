@@ -28,6 +28,7 @@ from typing import Dict, List, NamedTuple, Optional, Set, Tuple
 from networkd.bus.messages import LocalContainer, VipConfig
 from networkd.election import spread
 from networkd.election.eligibility import ELIGIBLE, OWNER, STANDBY, proc_key
+from networkd.keys import Move
 
 
 class Holder(NamedTuple):
@@ -49,6 +50,7 @@ class VipPlan:
     )  # ip -> lease of our lock (0: none)
     rebind: Dict[str, int] = dataclasses.field(default_factory=dict)  # ip -> old lease
     giveaway: Set[str] = dataclasses.field(default_factory=set)
+    moving: Set[str] = dataclasses.field(default_factory=set)  # released for a planned move
 
 
 @dataclasses.dataclass
@@ -70,6 +72,7 @@ class PlanInput:
     settling: bool = False
     last_holder: Dict[str, str] = dataclasses.field(default_factory=dict)  # ip -> hostname
     rebalance: bool = True  # False while the cluster's presence keys are still moving
+    moves: Dict[str, Move] = dataclasses.field(default_factory=dict)  # planned moves by VIP
 
 
 def plan_vips(p: PlanInput) -> VipPlan:
@@ -118,7 +121,15 @@ def plan_vips(p: PlanInput) -> VipPlan:
             elif ip in p.desired_now:
                 out.release[ip] = 0
             continue
+        move = p.moves.get(ip)
         if is_ours(h):
+            if move is not None and move.source == me and move.target != me:
+                # a planned move away from us: released in order like a giveaway
+                assert h is not None
+                out.release[ip] = h.lease
+                out.moving.add(ip)
+                out.status[ip] = (STANDBY, me)
+                continue
             out.keep[ip] = container
             out.status[ip] = (OWNER, me)
             continue
@@ -141,6 +152,13 @@ def plan_vips(p: PlanInput) -> VipPlan:
             continue
         # The lock is free.
         out.status[ip] = (STANDBY, "")
+        if move is not None and (move.source == me or move.target not in ("", me)):
+            if ip in p.desired_now:
+                out.release[ip] = 0
+            continue  # moving away from us, or to a named other node
+        if move is not None and move.target == me and p.alive:
+            out.compete[ip] = 0.0  # the node the move is for takes it at once
+            continue
         held = held_of[pk].get(me, 0)
         if ip in p.desired_now and p.fencing == "hold" and ip not in p.yielded:
             out.keep[ip] = container
@@ -161,6 +179,8 @@ def plan_vips(p: PlanInput) -> VipPlan:
         nodes = nodes_of[pk]
         share = spread.fair_share(len(by_proc[pk]), len(nodes))
         eligible_nodes = [n for n in nodes if n not in cfg.excluded_nodes]
+        if move is not None:  # the node it moves away from is no candidate: rank without it
+            eligible_nodes = [n for n in eligible_nodes if n != move.source]
         rank = spread.rendezvous_rank(ip, me, eligible_nodes)
         out.compete[ip] = spread.compete_delay(held, share, rank, p.over_share_delay)
 

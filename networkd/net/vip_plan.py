@@ -58,11 +58,21 @@ def target_ip(vip: DesiredVip, node_address: str) -> str:
 
 
 def plan_host(
-    desired: Mapping[str, DesiredVip], node_address: str, held_back: Iterable[str] = ()
+    desired: Mapping[str, DesiredVip],
+    node_address: str,
+    held_back: Iterable[str] = (),
+    lingering: Mapping[str, DesiredVip] = {},
 ) -> HostWant:
     """The host state for ``desired``. ``held_back``: floating VIPs to hold neither address
     nor rules of now (fencing ``strict`` without a live lease, or yielded to another
-    node's announcement): a non-owner has neither (SPEC section 3)."""
+    node's announcement): a non-owner has neither (SPEC section 3).
+
+    ``lingering``: VIPs released a moment ago whose rules stay a little longer (never their
+    address). A client whose ARP cache still names us sends a few more SYNs our way until
+    the new owner's announcement reaches it; with the rules still here they reach our
+    container instead of being forwarded to the new owner before its rules are in, where
+    the untranslated connection would stay in conntrack and its retransmitted SYN be
+    answered with a RST once the address is there."""
     out = HostWant()
     skip = set(held_back)
     rules: List[NatRule] = []
@@ -89,6 +99,24 @@ def plan_host(
                 )
             except (ValueError, TypeError) as exc:
                 out.problems.append((key, str(exc)))
+    for key in sorted(lingering):
+        vip = lingering[key]
+        if key in desired or not vip.container_ip:
+            continue
+        for port in vip.ports:
+            try:
+                rules.extend(
+                    dnat_rules(
+                        normalize_ip(vip.ip),
+                        port.proto or "tcp",
+                        port.src,
+                        vip.container_ip,
+                        port.dest or port.src,
+                        f"{vip.app}.{vip.proc}",
+                    )
+                )
+            except (ValueError, TypeError):
+                continue  # reported while it was desired
     kept, conflicts = unique_by_port(rules)
     for rule in conflicts:
         out.problems.append(

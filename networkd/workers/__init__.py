@@ -87,7 +87,7 @@ CHECKER = WorkerSpec(
 )
 # The supervisor's own endpoint (state.workers, worker.* events): read by the api.
 SUPERVISOR_SUBSCRIBERS = ("user",)
-API = WorkerSpec("api", "api", "user", 2, ("api_addr", "dns_replicas"))
+API = WorkerSpec("api", "api", "user", 2, ("api_addr", "api_token_file", "dns_replicas"))
 DNS_FIELDS = ("godns_addr", "dns_replicas", "dns_ttl", "domain", "dns_user") + NODE_FIELDS
 
 

@@ -64,6 +64,8 @@ POLL_MS = 50
 REANNOUNCE_MIN_INTERVAL = 0.2
 RECORD_FILE = "addresses.json"
 XTABLES_WARN_S = 5.0
+# How long a released VIP's rules stay after its address went (networkd.net.vip_plan).
+LINGER_S = 2.0
 
 
 class AddressRecord:
@@ -124,6 +126,8 @@ class Applier:
         self.record = AddressRecord(os.path.join(ctx.state_dir, RECORD_FILE))
         self.counters = ApplierCounters()
         self.yielded: Set[str] = set()
+        self.lingering: Dict[str, Tuple[DesiredVip, float]] = {}  # key -> (entry, until)
+        self.last_desired: Dict[str, DesiredVip] = {}
         self.bound: Set[str] = set()  # bind-VIPs present on the interface after the last pass
         self.mac = ""
         self.dirty = True
@@ -200,6 +204,8 @@ class Applier:
             if self._rules_done():
                 self.dirty = True
             now = time.monotonic()
+            if self.lingering and min(u for _, u in self.lingering.values()) <= now:
+                self.dirty = True  # a released VIP's rules go now
             lease = self.lease_state(now)
             if lease is not self.lease_seen:
                 self.log.info("applier lease state old=%s new=%s", self.lease_seen.value,
@@ -252,7 +258,7 @@ class Applier:
         held_back = set(self.yielded)
         if fencing.fenced(self.config.vip_fencing, lease):
             held_back |= {v.ip for v in desired.values() if v.bind}
-        want = plan_host(desired, self.ctx.node_address, held_back)
+        want = plan_host(desired, self.ctx.node_address, held_back, self._linger(desired, now))
         for key, reason in want.problems:
             self.warn_once(key, reason)
         self.yielded &= {ip for key, ip in want.resolved.items() if desired[key].bind}
@@ -277,6 +283,16 @@ class Applier:
         if actual is not None and revision[1]:
             self._confirm(revision)
         self.counters_topic.set("counters", ApplierCounters(**vars(self.counters)))
+
+    def _linger(self, desired: Dict[str, DesiredVip], now: float) -> Dict[str, DesiredVip]:
+        """Floating VIPs released in the last LINGER_S seconds (their rules stay that long)."""
+        for key, vip in self.last_desired.items():
+            if key not in desired and vip.bind and vip.ip in self.bound:
+                self.lingering[key] = (vip, now + LINGER_S)
+        self.last_desired = dict(desired)
+        for key in [k for k, (_, until) in self.lingering.items() if until <= now or k in desired]:
+            del self.lingering[key]
+        return {key: vip for key, (vip, _) in self.lingering.items()}
 
     def _remove_addresses(self, want: HostWant) -> Optional[Set[str]]:
         """Remove the VIP addresses that are not wanted; returns the addresses present

@@ -21,7 +21,13 @@ import os
 import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from networkd.bus.messages import AppliedRevision, DesiredRevision, DuplicateClaim, LeaseHealth
+from networkd.bus.messages import (
+    AppliedRevision,
+    DesiredRevision,
+    DuplicateClaim,
+    LeaseHealth,
+    VipCommand,
+)
 from networkd.election.core import ElectorCore, Inputs, Outputs
 from networkd.election.etcdconn import connect
 from networkd.wakeup import Wakeup
@@ -38,6 +44,7 @@ WATCHER_TOPICS = [
 ]
 APPLIER_TOPICS = ["state.applied", "vip.duplicate"]
 CHECKER_TOPICS = ["state.health"]
+API_TOPICS = ["command."]
 LEASE_REPUBLISH_S = 5.0
 
 
@@ -100,6 +107,7 @@ class ElectorPublisher:
         self.desired_topic: Any = None
         self.desired_rev_topic: Any = None
         self.status_topic: Any = None
+        self.cluster_topic: Any = None
         self.leader_topic: Any = None
         self.errors_topic: Any = None
         self._version = -1
@@ -109,6 +117,9 @@ class ElectorPublisher:
         self._errors_seen: Dict[str, Any] = {}
 
     def publish(self) -> Outputs:
+        if self.core.commands is not None:
+            for result in self.core.commands.results():
+                self.pub.event("command.done", result)
         out = self.core.outputs()
         alive = self.core.keeper.alive()
         self._publish_lease()
@@ -123,6 +134,7 @@ class ElectorPublisher:
             self.desired_topic = self.pub.state("state.desired")
             self.desired_rev_topic = self.pub.state("state.desired_rev")
             self.status_topic = self.pub.state("state.vip_status")
+            self.cluster_topic = self.pub.state("state.vip_cluster")
             self.leader_topic = self.pub.state("state.leader")
             self.errors_topic = self.pub.state("state.config_errors")
         desired = out.desired
@@ -133,6 +145,7 @@ class ElectorPublisher:
         # the set it stands for.
         self.desired_rev_topic.set("rev", DesiredRevision(rev=out.version))
         self.status_topic.replace(out.vip_status)
+        self.cluster_topic.replace(out.cluster)
         self.leader_topic.replace(out.leader)
         for key, err in out.config_errors.items():
             if self._errors_seen.get(key) != err:
@@ -148,6 +161,7 @@ class ElectorPublisher:
                 self.desired_topic,
                 self.desired_rev_topic,
                 self.status_topic,
+                self.cluster_topic,
                 self.leader_topic,
                 self.errors_topic,
             ):
@@ -175,7 +189,12 @@ def main(ctx: WorkerContext) -> int:
     config = ctx.config
     pub = ctx.publisher()
     sub = ctx.subscriber(
-        {"watcher": WATCHER_TOPICS, "applier": APPLIER_TOPICS, "checker": CHECKER_TOPICS}
+        {
+            "watcher": WATCHER_TOPICS,
+            "applier": APPLIER_TOPICS,
+            "checker": CHECKER_TOPICS,
+            "api": API_TOPICS,
+        }
     )
     wakeup = Wakeup()
     core = ElectorCore(
@@ -242,18 +261,20 @@ class HealthVerdicts:
     are UNKNOWN, or absent while its mirror resyncs) moves no VIP."""
 
     def __init__(self) -> None:
-        self.known: Dict[str, Tuple[str, str]] = {}  # ip -> (verdict, source)
+        self.known: Dict[str, Tuple[str, str, str]] = {}  # ip -> (verdict, source, detail)
 
-    def update(self, items: Optional[Dict[str, Any]]) -> Dict[str, Tuple[str, str]]:
+    def update(self, items: Optional[Dict[str, Any]]) -> Dict[str, Tuple[str, str, str]]:
         if items is None:
             return dict(self.known)  # the checker restarts: keep what we had
-        fresh: Dict[str, Tuple[str, str]] = {}
+        fresh: Dict[str, Tuple[str, str, str]] = {}
         for ip, item in items.items():
-            state, source = getattr(item, "state", "UNKNOWN"), getattr(item, "source", "")
+            state = getattr(item, "state", "UNKNOWN")
+            source = getattr(item, "source", "")
+            detail = getattr(item, "detail", "")
             previous = self.known.get(ip)
             if state == "UNKNOWN" and previous is not None and previous[1] == source:
-                state = previous[0]
-            fresh[ip] = (state, source)
+                state, detail = previous[0], previous[2]
+            fresh[ip] = (state, source, detail)
         self.known = fresh
         return dict(fresh)
 
@@ -290,6 +311,10 @@ class InputPump:
         for env in envelopes:
             if env.topic == "vip.duplicate" and isinstance(env.body, DuplicateClaim):
                 self.core.note_duplicate(env.body.ip, env.body.yielded)
+            elif env.topic == "command.vip" and isinstance(env.body, VipCommand):
+                if self.core.commands is not None:
+                    self.core.commands.submit(env.body)
+                    self.core.poke()
             elif env.topic.startswith("state."):
                 changed = True
         if not changed:

@@ -352,8 +352,9 @@ def test_ttl_reload_moves_no_vip(lab: Lab) -> None:
             )
 
             def granted(want: int = ttl) -> bool:
-                lease = etcd.get(LOCK)[1].lease_id
-                return bool(lease) and etcd.get_lease_info(lease).grantedTTL == want
+                value, meta = etcd.get(LOCK)
+                assert meta is not None, "the lock went away during the TTL change"
+                return bool(meta.lease_id) and etcd.get_lease_info(meta.lease_id).grantedTTL == want
 
             lab.wait(granted, 10, f"the lock moved to a lease of TTL {ttl}")
             time.sleep(2 * 2.5)  # longer than the old lease's TTL (2 s): it must not lapse
