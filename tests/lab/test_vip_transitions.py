@@ -352,7 +352,7 @@ def test_ttl_reload_moves_no_vip(lab: Lab) -> None:
             )
 
             def granted(want: int = ttl) -> bool:
-                value, meta = etcd.get(LOCK)
+                _value, meta = etcd.get(LOCK)
                 assert meta is not None, "the lock went away during the TTL change"
                 return bool(meta.lease_id) and etcd.get_lease_info(meta.lease_id).grantedTTL == want
 
