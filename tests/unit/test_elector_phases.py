@@ -247,7 +247,7 @@ def test_a_lock_is_deleted_only_after_the_applier_confirmed() -> None:
 
 
 def test_settling_after_a_lost_lease_leaves_another_holders_vip_alone() -> None:
-    core, mirror, store, keeper, clock = make()
+    core, mirror, _store, keeper, clock = make()
     mirror.put(LOCK, "n2", 99)  # n2 holds it
     mirror.put(node_key("n2"), "n2", 99)
     run(core, clock, inputs(), seconds=0.5)
@@ -290,7 +290,7 @@ def test_a_failing_check_releases_and_never_contends() -> None:
 
 
 def test_a_planned_move_releases_the_owner_and_answers_when_the_lock_moved() -> None:
-    core, mirror, store, _, clock = make()
+    core, mirror, _store, _, clock = make()
     mirror.put(node_key("n2"), "n2", 99)
     run(core, clock, inputs(), seconds=1.0)
     assert mirror.data[LOCK].value == "n1"
