@@ -722,6 +722,26 @@ class Lab:
         ]
         return pod_group(app, proc, pods, kind=app)
 
+    def run_networkd(
+        self,
+        nodes: Sequence["LabNode"],
+        workers: Sequence[str],
+        placed: Optional[Sequence["LabNode"]] = None,
+        **flags: Any,
+    ) -> Any:
+        """Place web.worker on ``placed`` (default: ``nodes``), start networkd with
+        ``workers`` on ``nodes`` and wait until they run; returns an etcd client."""
+        etcd = self.etcd.client()
+        etcd.put(
+            "/lain/deployd/pod_groups/web/web.web.worker",
+            self.pod_group(list(nodes if placed is None else placed)),
+        )
+        for node in nodes:
+            node.start_networkd(workers=workers, docker_endpoint="", **flags)
+        for node in nodes:
+            node.daemon.wait_running(workers, timeout=20)
+        return etcd
+
     def owners(self, vip: str) -> List[str]:
         """Names of the nodes that hold ``vip`` on eth0 right now."""
         return [node.name for node in self.nodes if node.has_address(vip)]

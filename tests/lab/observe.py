@@ -14,10 +14,16 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from tests.lab.lab import LabClient, LabNode
 from tests.lab.netns import in_netns
+
+
+def lock_owner(etcd: Any, vip: str) -> str:
+    """The node holding ``vip``'s lock in etcd, "" for none."""
+    value = etcd.get(f"/lain/networkd/vips/{vip}.lock")[0]
+    return value.decode() if value else ""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import pytest
 
+from tests.lab import observe
 from tests.lab.lab import Lab, LabNode
 from tests.lab.observe import AddressTimeline, TcpProber
 
@@ -32,18 +33,11 @@ def vip_value(health: Any = None, excluded: Sequence[str] = ()) -> str:
 
 
 def start(lab: Lab, nodes: Sequence[LabNode], **flags: Any) -> Any:
-    etcd = lab.etcd.client()
-    etcd.put("/lain/deployd/pod_groups/web/web.web.worker", lab.pod_group(list(nodes)))
-    for node in nodes:
-        node.start_networkd(workers=WORKERS, docker_endpoint="", **flags)
-    for node in nodes:
-        node.daemon.wait_running(WORKERS, timeout=20)
-    return etcd
+    return lab.run_networkd(nodes, WORKERS, **flags)
 
 
 def lock_owner(etcd: Any, vip: str = VIP) -> str:
-    value = etcd.get(f"/lain/networkd/vips/{vip}.lock")[0]
-    return value.decode() if value else ""
+    return observe.lock_owner(etcd, vip)
 
 
 def vip_state(node: LabNode, vip: str = VIP) -> Optional[str]:

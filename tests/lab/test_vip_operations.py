@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
+from tests.lab import observe
 from tests.lab.lab import Lab, LabNode
 from tests.lab.netns import in_netns
 from tests.lab.observe import AddressTimeline, TcpProber
@@ -22,8 +23,7 @@ VALUE = {"app": "web", "proc": "worker", "ports": [{"src": "80", "proto": "tcp",
 
 
 def lock_owner(etcd: Any, vip: str = VIP) -> str:
-    value = etcd.get(f"/lain/networkd/vips/{vip}.lock")[0]
-    return value.decode() if value else ""
+    return observe.lock_owner(etcd, vip)
 
 
 def ctl(node: LabNode, *args: str) -> Tuple[int, str, str]:
@@ -58,14 +58,8 @@ def lab():
         yield lab
 
 
-def start(lab: Lab, nodes: List[LabNode], **flags: Any) -> Any:
-    etcd = lab.etcd.client()
-    etcd.put("/lain/deployd/pod_groups/web/web.web.worker", lab.pod_group(nodes))
-    for node in lab.nodes:
-        node.start_networkd(workers=WORKERS, docker_endpoint="", **flags)
-    for node in lab.nodes:
-        node.daemon.wait_running(WORKERS, timeout=20)
-    return etcd
+def start(lab: Lab, placed: List[LabNode], **flags: Any) -> Any:
+    return lab.run_networkd(lab.nodes, WORKERS, placed=placed, **flags)
 
 
 def test_list_move_add_rm(lab: Lab) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Sequence
 
 import pytest
 
+from tests.lab import observe
 from tests.lab.lab import Lab, LabNode
 from tests.lab.observe import AddressTimeline, LockViews, TcpProber
 
@@ -35,22 +36,16 @@ def vip_value(excluded: Sequence[str] = ()) -> str:
 
 
 def start(lab: Lab, nodes: Sequence[LabNode], vips: Sequence[str] = (VIP,), **flags: Any) -> Any:
-    etcd = lab.etcd.client()
-    etcd.put("/lain/deployd/pod_groups/web/web.web.worker", lab.pod_group(list(nodes)))
+    etcd = lab.run_networkd(nodes, WORKERS, **flags)
     for ip in vips:
         etcd.put(f"/lain/config/vips/{ip}", vip_value())
-    for node in nodes:
-        node.start_networkd(workers=WORKERS, docker_endpoint="", **flags)
-    for node in nodes:
-        node.daemon.wait_running(WORKERS, timeout=20)
     for ip in vips:
         lab.wait(lambda: len(lab.owners(ip)) == 1, 15, f"{ip} owned once")  # noqa: B023
     return etcd
 
 
 def lock_owner(etcd: Any, vip: str = VIP) -> str:
-    value = etcd.get(f"/lain/networkd/vips/{vip}.lock")[0]
-    return value.decode() if value else ""
+    return observe.lock_owner(etcd, vip)
 
 
 def settled(lab: Lab, etcd: Any, vips: Sequence[str], quiet: float = 3.0) -> Dict[str, str]:
