@@ -15,7 +15,7 @@ from tests.lab.observe import AddressTimeline, TcpProber
 
 pytestmark = pytest.mark.lab
 
-WORKERS = ["watcher", "elector", "applier", "checker"]
+WORKERS = ["watcher", "elector", "applier", "checker", "api"]
 VIP = "10.77.0.200"
 VIP_B = "10.77.0.201"
 
@@ -167,3 +167,30 @@ def test_notify_hook_gets_ip_old_new_and_delays_nothing(lab: Lab) -> None:
     assert f"3|{VIP}|OWNER|EXCLUDED" in seen and (
         f"3|{VIP}|STANDBY|OWNER" in seen or f"3|{VIP}|NONE|OWNER" in seen
     ), (seen, want, second)
+
+
+def test_exec_checks_come_from_the_nodes_own_files_and_run_unprivileged(lab: Lab) -> None:
+    a, b = lab.nodes[:2]
+    checks = os.path.join(lab.dir, "checks.d")
+    out = os.path.join(lab.dir, "exec-out")
+    os.makedirs(checks)
+    os.makedirs(out)
+    os.chmod(out, 0o777)
+    os.chmod(checks, 0o755)
+    # on node a, a local check that fails and says who ran it; node b has no check file
+    script = f"id -un > {out}/who; echo not healthy; exit 1"
+    with open(os.path.join(checks, "web.json"), "w") as f:
+        json.dump({"vip": VIP, "type": "exec", "command": ["/bin/sh", "-c", script],
+                   "interval": 0.5, "timeout": 2, "fall": 1, "rise": 1}, f)  # fmt: skip
+    os.chmod(os.path.join(checks, "web.json"), 0o644)
+    etcd = lab.run_networkd([a], WORKERS, placed=[a, b], **{"vip.checks.dir": checks})
+    b.start_networkd(workers=WORKERS, docker_endpoint="")
+    b.daemon.wait_running(WORKERS, timeout=20)
+    etcd.put(f"/lain/config/vips/{VIP}", vip_value())  # no check in etcd
+    lab.wait(lambda: lock_owner(etcd) == b.name, 15, "only the node without a failing check")
+    lab.wait(lambda: vip_state(a) == "FAILING", 5)
+    with open(os.path.join(out, "who")) as f:
+        assert f.read().strip() == "networkd"  # the checker's unprivileged user, not root
+    listed = json.loads(a.daemon.ctl("vip", "list", "--json").stdout or "{}")
+    checks_seen = {n["node"]: n["check"] for v in listed.get("vips", []) for n in v["nodes"]}
+    assert checks_seen.get(a.name, "").startswith("FAILING: exit 1: not healthy"), checks_seen
