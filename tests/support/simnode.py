@@ -200,7 +200,7 @@ class SimNode:
 
         while not self._stop.is_set():
             try:
-                batch = [self.inbox.get(timeout=0.2)]
+                batch = [self.inbox.get(timeout=0.5)]
             except queue.Empty:
                 batch = []
             while True:
