@@ -22,7 +22,9 @@ Per N it prints, from etcd's own /metrics (summed over the members):
 Then a fit per figure (growth exponent from the log-log slope, linear fit) and the
 forecast for 500 and 1,000 nodes.
 
-``python -m bench scale`` (sizes from ``NETWORKD_SCALE_SIZES``, default 25,50,100,200).
+``python -m bench scale`` (sizes from ``NETWORKD_SCALE_SIZES``, default 25,50,100,200;
+``NETWORKD_SCALE_KEEP=1`` keeps the node hosts' logs, ``NETWORKD_SIM_LOG=info`` makes
+them verbose).
 """
 
 import math
@@ -40,6 +42,7 @@ from tests.support.simworkload import Workload
 
 SIZES = (25, 50, 100, 200)
 PER_HOST = 25
+START_GAP = 0.25  # seconds between two node starts in one host (4 hosts: 16 nodes/s)
 TTL = 2.0
 STEADY_S = 20.0
 CHANGES = 5
@@ -178,9 +181,11 @@ class Run:
             self.workload.load(self.client)
             state_dir = os.path.join(self.base, "state")
             started = time.monotonic()
-            self.pool = HostPool(self.workload.specs(), PER_HOST, state_dir, TTL, self.base)
+            self.pool = HostPool(
+                self.workload.specs(), PER_HOST, state_dir, TTL, self.base, START_GAP
+            )
             self.result.hosts = len(self.pool.procs)
-            self.result.converge_s = self.converge(started, timeout=60 + n * 0.5)
+            self.result.converge_s = self.converge(started, timeout=60 + n * 1.0)
         except BaseException:
             self.close()
             raise
@@ -197,7 +202,10 @@ class Run:
         if client is not None:
             client.close()
         self.cluster.close()
-        shutil.rmtree(self.base, ignore_errors=True)
+        if os.environ.get("NETWORKD_SCALE_KEEP"):
+            print(f"scale: N={self.n} node-host logs kept in {self.base}")
+        else:
+            shutil.rmtree(self.base, ignore_errors=True)
 
     # -- convergence ---------------------------------------------------------------------
 

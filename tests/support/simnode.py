@@ -251,11 +251,19 @@ class SimNode:
 class NodeHost:
     """The nodes of one process, and the answers to the pool's questions."""
 
-    def __init__(self, specs: Sequence[NodeSpec], state_dir: str, ttl: float) -> None:
+    def __init__(
+        self, specs: Sequence[NodeSpec], state_dir: str, ttl: float, start_gap: float = 0.0
+    ) -> None:
         self.nodes = {spec.hostname: SimNode(spec, state_dir, ttl) for spec in specs}
+        self.start_gap = start_gap
 
     def start(self) -> None:
-        for node in self.nodes.values():
+        """Start the nodes ``start_gap`` seconds apart (a cluster's nodes do not all boot in
+        the same second, and a simultaneous cold start of every node would measure this
+        machine's two cores rather than networkd)."""
+        for i, node in enumerate(self.nodes.values()):
+            if i and self.start_gap:
+                time.sleep(self.start_gap)
             node.start()
 
     def status(self) -> Dict[str, Dict[str, Any]]:
@@ -310,13 +318,20 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def host_main(conn: Any, specs: List[NodeSpec], state_dir: str, ttl: float, log_path: str) -> None:
+def host_main(
+    conn: Any,
+    specs: List[NodeSpec],
+    state_dir: str,
+    ttl: float,
+    log_path: str,
+    start_gap: float = 0.0,
+) -> None:
     """A node-host process: start the nodes, then answer commands until ``stop``."""
     level = logging.INFO if os.environ.get("NETWORKD_SIM_LOG") == "info" else logging.WARNING
     logging.basicConfig(
         filename=log_path, level=level, format="%(asctime)s %(threadName)s %(message)s"
     )
-    host = NodeHost(specs, state_dir, ttl)
+    host = NodeHost(specs, state_dir, ttl, start_gap)
     host.start()
     conn.send(("started", len(specs)))
     while True:
@@ -335,7 +350,13 @@ class HostPool:
     """Node-host processes (spawned: gRPC does not survive fork), asked all at once."""
 
     def __init__(
-        self, specs: Sequence[NodeSpec], per_host: int, state_dir: str, ttl: float, log_dir: str
+        self,
+        specs: Sequence[NodeSpec],
+        per_host: int,
+        state_dir: str,
+        ttl: float,
+        log_dir: str,
+        start_gap: float = 0.0,
     ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.procs: List[Any] = []
@@ -347,7 +368,7 @@ class HostPool:
             log_path = os.path.join(log_dir, f"host{index}.log")
             proc = ctx.Process(
                 target=host_main,
-                args=(child, group, state_dir, ttl, log_path),
+                args=(child, group, state_dir, ttl, log_path, start_gap),
                 name=f"simhost{index}",
                 daemon=True,
             )
@@ -357,8 +378,8 @@ class HostPool:
             for spec in group:
                 self.owner[spec.hostname] = index
         for conn in self.conns:
-            if not conn.poll(120):
-                raise RuntimeError("a node host did not start within 120 s")
+            if not conn.poll(120 + per_host * start_gap):
+                raise RuntimeError("a node host did not start its nodes in time")
             conn.recv()
 
     @property
