@@ -32,6 +32,7 @@ from typing import Any, Callable, Optional, Tuple
 
 from networkd.bus.messages import LeaseHealth
 from networkd.etcd.channel import ClientHolder
+from networkd.etcd.client import describe_error
 from networkd.etcd.keepalive import KeepAliveStreams
 
 log = logging.getLogger("networkd.elector")
@@ -401,7 +402,7 @@ class LeaseKeeper:
         try:
             ttl = self._streams.renew(self._holder.get(), held.lease_id)
         except Exception as exc:
-            self._failed(f"keepalive: {exc}", exc)
+            self._failed(f"keepalive: {describe_error(exc)}", exc)
             return
         if ttl <= 0:
             self._expired(held)
