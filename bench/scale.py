@@ -151,6 +151,7 @@ class Result:
     kill_vips: List[int] = field(default_factory=list)
     leader: Dict[str, float] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
+    steady_writes: Dict[str, float] = field(default_factory=dict)  # method -> count
 
 
 class Run:
@@ -196,12 +197,14 @@ class Run:
         return self.pool
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
-        client = getattr(self, "client", None)
-        if client is not None:
-            client.close()
-        self.cluster.close()
+        try:
+            if self.pool is not None:
+                self.pool.close()
+            client = getattr(self, "client", None)
+            if client is not None:
+                client.close()
+        finally:
+            self.cluster.close()
         if os.environ.get("NETWORKD_SCALE_KEEP"):
             print(f"scale: N={self.n} node-host logs kept in {self.base}")
         else:
@@ -252,6 +255,8 @@ class Run:
         usage = self.hosts.ask("usage")
         nodes = sum(u["nodes"] for u in usage)
         total = sum(received.values())
+        self.result.steady_writes = {m: received[m] for m in WRITES if received.get(m)}
+        expired = grew(a, b, "etcd_debugging_server_lease_expired_total")
         self.result.steady = {
             "req_s": total / span,
             "keepalive_s": pick(received, KEEPALIVE) / span,
@@ -268,6 +273,7 @@ class Run:
             "node_cpu_pct": (b.host_cpu - a.host_cpu) / span / nodes * 100,
             "node_rss_mib": sum(u["rss_kib"] for u in usage) / 1024 / nodes,
             "threads_per_node": sum(u["threads"] for u in usage) / nodes,
+            "leases_expired": expired,
         }
 
     # -- pod_groups changes --------------------------------------------------------------
@@ -486,6 +492,9 @@ GROWS = {"steady.req_s", "steady.keepalive_s", "steady.watch_msgs_s", "steady.re
          "kill_max"}  # fmt: skip
 
 
+FLAT_BELOW = 0.5  # a growth exponent below this is noise around a constant
+
+
 def report(results: Sequence[Result]) -> None:
     ns = [r.n for r in results]
     head = f"{'N':<52}" + "".join(f"{n:>9}" for n in ns)
@@ -503,11 +512,19 @@ def report(results: Sequence[Result]) -> None:
             f" VIPs per killed owner {r.kill_vips}, pod_groups samples {len(r.change_delays)},"
             f" kill samples {len(r.kill_delays)}"
         )
+        if r.steady_writes:
+            print(
+                f"  steady-state writes by method {r.steady_writes},"
+                f" leases expired meanwhile {r.steady.get('leases_expired', 0):.0f}"
+            )
         for note in r.notes:
             print(f"  note: {note}")
     if len(results) < 2:
         return
-    print("fit (growth exponent from log-log slope; linear fit a*N+b) and forecast:")
+    print(
+        "fit (growth exponent from the log-log slope; linear fit a*N+b) and forecast"
+        f" (exponent < {FLAT_BELOW}: taken as flat, the largest measured value):"
+    )
     for label, source, fmt in ROWS:
         if source not in GROWS:
             continue
@@ -515,7 +532,10 @@ def report(results: Sequence[Result]) -> None:
         if any(math.isnan(v) for v in values):
             continue
         slope, a, b = fit(ns, values)
-        forecast = "  ".join(f"N={m}: {fmt.format(a * m + b)}" for m in (500, 1000))
+        if slope < FLAT_BELOW:
+            forecast = f"flat: {fmt.format(max(values))}"
+        else:
+            forecast = "  ".join(f"N={m}: {fmt.format(a * m + b)}" for m in (500, 1000))
         print(f"  {label.strip():<50} ~N^{slope:.2f}  a={a:.4g} b={b:.4g}  {forecast}")
 
 

@@ -279,6 +279,22 @@ class NodeHost:
             for name, node in self.nodes.items()
         }
 
+    def inspect(self, hostname: str) -> Dict[str, Any]:
+        """A node's controller state, for a bench's diagnosis."""
+        core = self.nodes[hostname].core
+        now = time.monotonic()
+        return {
+            "alive": core.keeper.alive(),
+            "mirror_connected": core.mirror.connected,
+            "settling": core.settling(now),
+            "presence_age_s": now - core._presence_since,
+            "presence": len(core._presence),
+            "steps": core.steps,
+            "releasing": sorted(core._releasing),
+            "giveaway_blocked": sorted(core._giveaway_blocked),
+            "bound": sorted(self.nodes[hostname].recorder.bound),
+        }
+
     def reached(self, revision: int) -> Dict[str, Optional[float]]:
         return {name: n.reached(revision) for name, n in self.nodes.items() if not n.killed}
 
