@@ -38,7 +38,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 from bench.stats import percentile
 from tests.support.etcd import EtcdCluster, Metrics
 from tests.support.simnode import HostPool
-from tests.support.simworkload import Workload
+from tests.support.simworkload import Workload, node_name
 
 SIZES = (25, 50, 100, 200)
 PER_HOST = 25
@@ -221,9 +221,25 @@ class Run:
                 out.setdefault(ip, []).append(name)
         return out
 
+    def spread(self, holders: Dict[str, List[str]]) -> bool:
+        """No live node holds more than ceil(VIPs of a proc / its live nodes)."""
+        for app in self.workload.apps:
+            if not app.vips:
+                continue
+            nodes = [n for n in app.nodes if node_name(n) not in self.killed]
+            share = -(-len(app.vips) // max(1, len(nodes)))
+            counts: Dict[str, int] = {}
+            for ip in app.vips:
+                for name in holders.get(ip, []):
+                    counts[name] = counts.get(name, 0) + 1
+            if counts and max(counts.values()) > share:
+                return False
+        return True
+
     def converge(self, since: float, timeout: float, quiet: float = 3.0) -> float:
-        """Seconds until every node is ready, every VIP bound once and nothing moved for
-        ``quiet`` seconds (counted from ``since``, the quiet period excluded)."""
+        """Seconds until every node is ready, every VIP bound once, ownership spread, and
+        nothing moved for ``quiet`` seconds (counted from ``since``, the quiet period
+        excluded)."""
         deadline = time.monotonic() + timeout
         last: Optional[Dict[str, List[str]]] = None
         stable_since = time.monotonic()
@@ -232,7 +248,7 @@ class Run:
             ready = all(st["ready"] for st in status.values() if not st["killed"])
             holders = self.holders()
             once = all(len(v) == 1 for v in holders.values())
-            if holders != last or not (ready and once):
+            if holders != last or not (ready and once and self.spread(holders)):
                 last = holders
                 stable_since = time.monotonic()
             elif time.monotonic() - stable_since >= quiet:

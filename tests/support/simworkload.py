@@ -14,7 +14,7 @@ the cluster's connections spread over the members as an operator would configure
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 from networkd import keys
 from tests.support.lain import deployd_pod_group
@@ -136,7 +136,3 @@ class Workload:
         pod group key and its new value."""
         app.version += 1
         return app.key, app.value()
-
-    def expected_share(self) -> Dict[str, int]:
-        """Per proc, the most VIPs one node holds once ownership is spread."""
-        return {f"{a.name}/{a.proc}": -(-len(a.vips) // len(a.nodes)) for a in self.apps if a.vips}
