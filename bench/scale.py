@@ -22,7 +22,7 @@ Per N it prints, from etcd's own /metrics (summed over the members):
 Then a fit per figure (growth exponent from the log-log slope, linear fit) and the
 forecast for 500 and 1,000 nodes.
 
-``python -m bench scale`` (sizes from ``NETWORKD_SCALE_SIZES``, default 25,50,100,200;
+``python -m bench scale`` (sizes from ``NETWORKD_SCALE_SIZES``, default 25,50,75,100,200;
 ``NETWORKD_SCALE_KEEP=1`` keeps the node hosts' logs, ``NETWORKD_SIM_LOG=info`` makes
 them verbose).
 """
@@ -40,7 +40,7 @@ from tests.support.etcd import EtcdCluster, Metrics
 from tests.support.simnode import HostPool
 from tests.support.simworkload import Workload, node_name
 
-SIZES = (25, 50, 100, 200)
+SIZES = (25, 50, 75, 100, 200)
 PER_HOST = 25
 START_GAP = 0.25  # seconds between two node starts in one host (4 hosts: 16 nodes/s)
 TTL = 2.0
