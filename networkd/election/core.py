@@ -67,6 +67,12 @@ GIVEAWAY_BACKOFF_S = 60.0
 TXN_RETRY_S = 0.5
 CLAIM_BATCH = 64  # etcd's default --max-txn-ops is 128 (compares and puts count apart)
 JOB_RETRY_S = 1.0
+# Every input, mirror and lease change wakes the controller; what only time changes has
+# its own timer (``_timers``). Without either, a step every IDLE_STEP_S is the safety net:
+# a step is O(VIPs + nodes), and one per second on every node of a 1,000-node cluster
+# was ~1% of a core per node for nothing (docs/SCALE.md).
+IDLE_STEP_S = 5.0
+RUNNING_RECHECK_S = 1.0  # a container-running check is asked again this often
 
 
 def node_key(hostname: str) -> str:
@@ -137,7 +143,7 @@ class StepContext:
     snap: Dict[str, Entry] = dataclasses.field(default_factory=dict)
     locks: Dict[str, Holder] = dataclasses.field(default_factory=dict)
     live: Set[str] = dataclasses.field(default_factory=set)
-    wake: float = 1.0
+    wake: float = IDLE_STEP_S
     errors: Dict[str, ConfigError] = dataclasses.field(default_factory=dict)
     configs: Dict[str, VipConfig] = dataclasses.field(default_factory=dict)
     plan: VipPlan = dataclasses.field(default_factory=VipPlan)
@@ -386,7 +392,22 @@ class ElectorCore:
         self._final_stop(ctx)
         self._retire_lease(ctx)
         self._publish(ctx)
+        self._timers(ctx)
         self._next_wake = max(0.005, ctx.wake)
+
+    def _timers(self, ctx: StepContext) -> None:
+        """Wake when time alone changes the plan: settling ends, rebalancing may start, a
+        failed transaction may be retried, a give-away back-off ends, a container-running
+        check may answer otherwise."""
+        now = ctx.now
+        deadlines = [self._settle_until, self._presence_since + self.settle_s]
+        deadlines += self._retry_at.values()
+        deadlines += self._giveaway_blocked.values()
+        for at in deadlines:
+            if at > now:
+                ctx.wake_in(at - now)
+        if self.running is not None and getattr(self.running, "answering", True):
+            ctx.wake_in(RUNNING_RECHECK_S)
 
     # -- 1. presence -------------------------------------------------------------------
 

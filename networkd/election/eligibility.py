@@ -73,6 +73,9 @@ class DockerCheck:
         self.cache_s = cache_s
         self._cache: Dict[str, Tuple[float, Optional[bool]]] = {}
         self._warned = False
+        # Whether the last query got an answer: an unusable socket (the unprivileged
+        # elector without the docker group) needs no periodic re-check by the elector.
+        self.answering = False
 
     @property
     def enabled(self) -> bool:
@@ -99,10 +102,12 @@ class DockerCheck:
                 self.path, f"/containers/{container_id}/json", self.timeout
             )
         except OSError as exc:
+            self.answering = False
             if not self._warned:
                 self._warned = True
                 log.warning("docker check unavailable socket=%s reason=%s", self.path, exc)
             return None
+        self.answering = True
         if status == 404:
             return False
         if status != 200:

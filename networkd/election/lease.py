@@ -32,6 +32,8 @@ from typing import Any, Callable, Optional, Tuple
 
 from networkd.bus.messages import LeaseHealth
 from networkd.etcd.channel import ClientHolder
+from networkd.etcd.client import describe_error
+from networkd.etcd.keepalive import KeepAliveStreams
 
 log = logging.getLogger("networkd.elector")
 
@@ -120,6 +122,8 @@ class LeaseKeeper:
         self.path = path
         self.hostname = hostname
         self._holder = ClientHolder(client_factory, "lease", min_interval=0.0, clock=clock)
+        # Renewals share one keep-alive stream per channel (networkd.etcd.keepalive).
+        self._streams = KeepAliveStreams()
         self._on_change = on_change
         self._clock = clock
         self._lock = threading.Lock()
@@ -230,6 +234,7 @@ class LeaseKeeper:
                 held = [h for h in (self._current, self._retiring) if h is not None]
             for item in held:
                 self._renew(item)
+        self._streams.close()
         self._holder.close()
 
     def revoke(self) -> bool:
@@ -240,6 +245,7 @@ class LeaseKeeper:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5.0)
+        self._streams.close()
         with self._lock:
             self._revoked = True
             held = [h for h in (self._current, self._retiring) if h is not None]
@@ -402,11 +408,10 @@ class LeaseKeeper:
     def _renew(self, held: _Held) -> None:
         sent = self._clock()
         try:
-            responses = list(self._holder.get().refresh_lease(held.lease_id))
+            ttl = self._streams.renew(self._holder.get(), held.lease_id)
         except Exception as exc:
-            self._failed(f"keepalive: {exc}", exc)
+            self._failed(f"keepalive: {describe_error(exc)}", exc)
             return
-        ttl = int(responses[0].TTL) if responses else 0
         if ttl <= 0:
             self._expired(held)
             return

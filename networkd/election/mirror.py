@@ -18,9 +18,15 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional
 
-from networkd.etcd.channel import ClientHolder, StreamWatchdog, is_transport_error, stream_failure
+from networkd.etcd.channel import (
+    ClientHolder,
+    StreamWatchdog,
+    is_transport_error,
+    iterate_requests,
+    stream_failure,
+)
 from networkd.keys import prefix_range_end
 
 log = logging.getLogger("networkd.elector")
@@ -218,7 +224,7 @@ class KeyMirror:
         stub = etcdrpc.WatchStub(client.channel)
         self._requests = requests
         call = stub.Watch(
-            _iterate(requests),
+            iterate_requests(requests),
             credentials=client.call_credentials,
             metadata=client.metadata,
         )
@@ -264,14 +270,6 @@ class KeyMirror:
                     self._apply(key, None, revision)
             self._revision = max(self._revision, int(response.header.revision))
         self._changed()
-
-
-def _iterate(requests: "queue.Queue[Any]") -> Iterator[Any]:
-    while True:
-        item = requests.get()
-        if item is None:
-            return
-        yield item
 
 
 def _reason(exc: BaseException) -> str:

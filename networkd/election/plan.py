@@ -182,7 +182,8 @@ def plan_vips(p: PlanInput) -> VipPlan:
         if move is not None:  # the node it moves away from is no candidate: rank without it
             eligible_nodes = [n for n in eligible_nodes if n != move.source]
         rank = spread.rendezvous_rank(ip, me, eligible_nodes)
-        out.compete[ip] = spread.compete_delay(held, share, rank, p.over_share_delay)
+        least = min([held_of[pk].get(n, 0) for n in eligible_nodes] + [held])
+        out.compete[ip] = spread.compete_delay(held, share, rank, p.over_share_delay, least=least)
 
     # Locks of ours for VIPs that are no longer configured: release them.
     for ip, h in p.locks.items():

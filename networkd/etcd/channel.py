@@ -25,7 +25,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import grpc
 
@@ -126,6 +126,15 @@ class ClientHolder:
             old, self._client = self._client, None
         if old is not None:
             _close(old)
+
+
+def iterate_requests(requests: "queue.Queue[Any]") -> Iterator[Any]:
+    """The request side of a gRPC stream: what is put on ``requests``, until None."""
+    while True:
+        item = requests.get()
+        if item is None:
+            return
+        yield item
 
 
 def progress_request() -> Any:

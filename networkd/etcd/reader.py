@@ -24,11 +24,12 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import grpc
 
 from networkd import keys
+from networkd.etcd.channel import iterate_requests
 from networkd.etcd.client import Backoff, EtcdConnectError, EtcdConnector, describe_error, probe
 
 log = logging.getLogger("networkd.etcd")
@@ -243,13 +244,6 @@ class EtcdReader(threading.Thread):
             return
         raise RuntimeError(f"full read kept failing: {describe_error(last) if last else '?'}")
 
-    def _request_iter(self, requests: "queue.Queue[Any]") -> Iterator[Any]:
-        while True:
-            item = requests.get()
-            if item is None:
-                return
-            yield item
-
     def _watch(self, client: Any, endpoint: str) -> None:
         from etcd3.etcdrpc import rpc_pb2
 
@@ -269,7 +263,7 @@ class EtcdReader(threading.Thread):
         from etcd3.etcdrpc import rpc_pb2_grpc
 
         stub = rpc_pb2_grpc.WatchStub(client.channel)
-        call = stub.Watch(self._request_iter(requests), **_rpc_options(client))
+        call = stub.Watch(iterate_requests(requests), **_rpc_options(client))
         self._requests, self._call = requests, call
         if self.stopping:
             self._cancel_stream()

@@ -279,10 +279,43 @@ class HealthVerdicts:
         return dict(fresh)
 
 
-class InputPump:
+class InputFeed:
     """Feeds the controller. While the watcher is not in sync (restarting, resyncing after
     an etcd outage) the last synced cluster state is kept: a restarting watcher must not
     look like "every VIP was deleted"."""
+
+    def __init__(
+        self,
+        sub: Any,
+        core: ElectorCore,
+        epoch: float,
+        applier_expected: bool,
+        checks_enabled: bool = True,
+    ) -> None:
+        self.checks_enabled = checks_enabled
+        self.sub = sub
+        self.core = core
+        self.epoch = epoch
+        self.applier_expected = applier_expected
+        self.last_synced: Optional[Inputs] = None
+        self.verdicts = HealthVerdicts()
+
+    def feed(self) -> None:
+        """Hand the controller the bus state as ``sub`` holds it now."""
+        inputs = read_inputs(self.sub, self.epoch, self.applier_expected)
+        if inputs.watcher_synced:
+            self.last_synced = inputs
+        elif self.last_synced is not None:
+            inputs = dataclasses.replace(
+                self.last_synced, applied=inputs.applied, applied_rev=inputs.applied_rev
+            )
+        inputs.health = self.verdicts.update(self.sub.state("checker", "state.health"))
+        inputs.checks_enabled = self.checks_enabled
+        self.core.set_inputs(inputs)
+
+
+class InputPump(InputFeed):
+    """Polls the bus; feeds the controller when a state topic changed."""
 
     def __init__(
         self,
@@ -293,14 +326,8 @@ class InputPump:
         applier_expected: bool,
         checks_enabled: bool = True,
     ) -> None:
-        self.checks_enabled = checks_enabled
-        self.sub = sub
-        self.core = core
+        super().__init__(sub, core, epoch, applier_expected, checks_enabled)
         self.wakeup = wakeup
-        self.epoch = epoch
-        self.applier_expected = applier_expected
-        self.last_synced: Optional[Inputs] = None
-        self.verdicts = HealthVerdicts()
 
     def pump(self) -> None:
         envelopes = self.sub.poll(timeout_ms=50, extra=[self.wakeup.rfd])
@@ -317,15 +344,5 @@ class InputPump:
                     self.core.poke()
             elif env.topic.startswith("state."):
                 changed = True
-        if not changed:
-            return
-        inputs = read_inputs(self.sub, self.epoch, self.applier_expected)
-        if inputs.watcher_synced:
-            self.last_synced = inputs
-        elif self.last_synced is not None:
-            inputs = dataclasses.replace(
-                self.last_synced, applied=inputs.applied, applied_rev=inputs.applied_rev
-            )
-        inputs.health = self.verdicts.update(self.sub.state("checker", "state.health"))
-        inputs.checks_enabled = self.checks_enabled
-        self.core.set_inputs(inputs)
+        if changed:
+            self.feed()
