@@ -382,23 +382,25 @@ def _cell(values: Sequence[float], scale: float = 1.0) -> str:
 
 
 def _overlap(values: Sequence[float]) -> str:
+    """Total seconds with two holders, in how many trials, and the longest (ms)."""
     if not values:
         return "-"
-    return f"{sum(values):.3f}s in {sum(1 for v in values if v > 0)}/{len(values)}"
+    some = sum(1 for v in values if v > 0)
+    return f"{sum(values):.3f}s in {some}/{len(values)}, max {max(values) * 1000:.0f}"
 
 
 def print_table(columns: List[Figures]) -> None:
     rows = [
         ("link cut -> announcement, s (p50/p99/max)", lambda f: _cell(f.announce)),
         ("link cut -> first answer, s", lambda f: _cell(f.answer)),
-        ("two holders after the heal", lambda f: _overlap(f.heal_overlap)),
+        ("two holders after the heal (s, ms)", lambda f: _overlap(f.heal_overlap)),
         ("planned handover gap, ms", lambda f: _cell(f.gap, 1000.0)),
-        ("two holders during handovers", lambda f: _overlap(f.handover_overlap)),
+        ("two holders during handovers (s, ms)", lambda f: _overlap(f.handover_overlap)),
         ("health check fails -> answer, s", lambda f: _cell(f.demotion) if not f.health else "n/a"),
-        ("two holders during demotions", lambda f: _overlap(f.demotion_overlap)),
+        ("two holders during demotions (s, ms)", lambda f: _overlap(f.demotion_overlap)),
     ]
-    width = 42
-    col = 26
+    width = 40
+    col = 28
     print(f"  {'':<{width}}" + "".join(f"{f.label:>{col}}" for f in columns))
     for name, cell in rows:
         print(f"  {name:<{width}}" + "".join(f"{cell(f):>{col}}" for f in columns))
@@ -412,28 +414,31 @@ def _p50(values: Sequence[float]) -> float:
 
 
 def print_verdicts(ours: Figures, default: Figures, fast: Figures) -> None:
+    if not ours.answer or not ours.gap:
+        print(f"networkd: no failover samples: {verdict(False)}")
+        return
     for what, pick in (
         ("announcement", lambda f: f.announce),
         ("first answer", lambda f: f.answer),
     ):
         mine = pick(ours)
         ratio = _p50(mine) / _p50(pick(default))
-        ok = bool(mine) and ratio <= 0.6 and max(mine) <= 2.5
+        ok = ratio <= 0.6 and max(mine) <= 2.5
         print(
             f"hard failover (link cut -> {what}): networkd p50 {_p50(mine):.2f}s = {ratio:.2f} x "
             f"keepalived defaults ({_p50(pick(default)):.2f}s), {_p50(mine) / _p50(pick(fast)):.1f}"
-            f" x advert_int 0.1; max {max(mine, default=float('nan')):.2f}s  "
+            f" x advert_int 0.1; max {max(mine):.2f}s  "
             f"target <=0.6x and max<=2.5s: {verdict(ok)}"
         )
     gap, theirs = _p50(ours.gap), _p50(default.gap)
     print(
         f"planned handover gap: networkd p50 {gap * 1000:.0f} ms (max "
-        f"{max(ours.gap, default=float('nan')) * 1000:.0f}) vs keepalived priority-0 p50 "
+        f"{max(ours.gap) * 1000:.0f}) vs keepalived priority-0 p50 "
         f"{theirs * 1000:.0f} ms (advert_int 0.1: {_p50(fast.gap) * 1000:.0f} ms)  "
         f"target below keepalived: {verdict(gap < theirs)}"
     )
     overlap = sum(ours.handover_overlap) + sum(ours.demotion_overlap)
-    ok = overlap == 0.0 and bool(ours.handover_overlap)
+    ok = overlap == 0.0
     print(
         f"networkd two-holder time while etcd is reachable (handovers, demotions): "
         f"{overlap:.3f}s  target 0: {verdict(ok)}"
@@ -458,10 +463,12 @@ def bench_put_to_announce(lab: Lab, etcd: Any) -> List[float]:
         with client.sniffer() as sniffer:
             put = time.monotonic()
             etcd.put(f"/lain/config/vips/{ip}", vip_value((80,)))
-            seen = sniffer.wait_garp(ip, since=put, timeout=5)
-            results.append(seen.at - put)
+            try:
+                results.append(sniffer.wait_garp(ip, since=put, timeout=10).at - put)
+            except AssertionError:
+                results.append(MISSED)
         etcd.delete(f"/lain/config/vips/{ip}")
-        lab.wait(_unowned(lab, ip), 5)
+        lab.wait(_unowned(lab, ip), 15)
     return results
 
 
