@@ -1,7 +1,7 @@
 """``python -m bench [NAME ...]``: run the benchmarks and print their figures.
 
 Each benchmark module has ``main() -> None`` and prints its own table, with ratios
-against real peers (dnsmasq, keepalived-like figures) where the issue asks for them.
+against real peers (dnsmasq, keepalived) run side by side where the issue asks for them.
 """
 
 import importlib

@@ -194,7 +194,7 @@ def run(lab: Lab) -> None:
           f"{'refused':>7} {'t/o':>5} {'DNS lost/sent':>14}")  # fmt: skip
     for item in phases:
         moves = sum(_moves_between(timeline, ip, item.start, item.end) for ip in VIPS)
-        two = sum(_seconds(timeline, ip, item.start, item.end, 2) for ip in VIPS)
+        two = sum(timeline.two_holder_seconds(ip, item.start, item.end) for ip in VIPS)
         none = max(_longest_empty(timeline, ip, item.start, item.end) for ip in VIPS)
         outcomes = [o for p in probers for o in p.outcomes if item.start <= o.at < item.end]
         refused = sum(1 for o in outcomes if o.result == "refused")
@@ -226,10 +226,6 @@ def _clip(timeline: AddressTimeline, ip: str, start: float, end: float):  # type
         lo, hi = max(a, start), min(b, end)
         if hi > lo:
             yield lo, hi, holders
-
-
-def _seconds(timeline: AddressTimeline, ip: str, start: float, end: float, holders: int) -> float:
-    return sum(hi - lo for lo, hi, h in _clip(timeline, ip, start, end) if len(h) >= holders)
 
 
 def _longest_empty(timeline: AddressTimeline, ip: str, start: float, end: float) -> float:

@@ -8,7 +8,7 @@ cd "$here"
 
 system_setup() {
     apt_packages=(etcd-server etcd-client iptables iproute2 dnsutils dnsmasq-base dnsperf
-                  docker.io busybox-static rpm tcpdump procps psmisc python3-venv
+                  docker.io busybox-static rpm tcpdump procps psmisc python3-venv keepalived
                   openssl systemd groff-base util-linux passwd)
 
     missing=()

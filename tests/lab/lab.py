@@ -426,6 +426,13 @@ class LabNode:
         rule = ["INPUT", "-s", self.ip, "-p", "tcp", "--dport", port, "-j", "DROP"]
         ns_exec(self.lab.hub_ns, "iptables", "-D", *rule, check=False)
 
+    def refuse_service(self, port: int, refuse: bool = True) -> None:
+        """The container's server stops answering TCP ``port`` (connections are reset) while
+        its process keeps running, as a hung or broken service; ``refuse=False`` undoes it."""
+        rule = ["INPUT", "-p", "tcp", "--dport", str(port), "-j", "REJECT"]
+        rule += ["--reject-with", "tcp-reset"]
+        ns_exec(self.container_ns, "iptables", "-w", "-I" if refuse else "-D", *rule, check=refuse)
+
     # -- observing -----------------------------------------------------------------------
 
     def exec(self, *cmd: str, check: bool = True) -> str:

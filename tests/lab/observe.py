@@ -125,8 +125,11 @@ class AddressTimeline:
                 last = holder
         return count
 
-    def two_holder_seconds(self, address: str) -> float:
-        return self._time_where(address, lambda h: len(h) > 1)
+    def two_holder_seconds(
+        self, address: str, since: float = 0.0, until: Optional[float] = None
+    ) -> float:
+        """Seconds with more than one holder, within [since, until] when given."""
+        return self._time_where(address, lambda h: len(h) > 1, since, until)
 
     def max_holders(self, address: str) -> int:
         return max(len(h) for _, h in self.spans(address))
@@ -140,19 +143,23 @@ class AddressTimeline:
                 longest = max(longest, end - max(start, since))
         return longest
 
-    def _time_where(self, address: str, test) -> float:
+    def _time_where(
+        self, address: str, test, since: float = 0.0, until: Optional[float] = None
+    ) -> float:
         total = 0.0
-        spans = self.spans(address) + [(time.monotonic(), set())]
+        now = time.monotonic()
+        spans = self.spans(address) + [(now, set())]
         for (start, holders), (end, _) in zip(spans, spans[1:]):
             if test(holders):
-                total += end - start
+                total += max(0.0, min(end, now if until is None else until) - max(start, since))
         return total
 
 
 @dataclass(frozen=True)
 class Outcome:
-    at: float
+    at: float  # when the connection was started
     result: str  # the answering node's name, or "refused", "timeout", "unreachable", "error:N"
+    ended: float = 0.0  # when the answer (or the failure) came
 
 
 class TcpProber:
@@ -231,7 +238,7 @@ class TcpProber:
         if code:
             self._record(started, code)
         else:
-            self.outcomes.append(Outcome(started, result))
+            self.outcomes.append(Outcome(started, result, time.monotonic()))
 
     def _record(self, at: float, code: int) -> None:
         if code == errno.ECONNREFUSED:
@@ -242,7 +249,7 @@ class TcpProber:
             result = "timeout"
         else:
             result = f"error:{errno.errorcode.get(code, code)}"
-        self.outcomes.append(Outcome(at, result))
+        self.outcomes.append(Outcome(at, result, time.monotonic()))
 
     def close(self) -> None:
         self._stop.set()
