@@ -46,11 +46,10 @@ class DnsLoad:
     """``DNS_QPS`` queries a second to one node's DNS (inside its namespace)."""
 
     def __init__(self, node: LabNode) -> None:
-        host, port = node.daemon.dns_addr
+        self.node = node  # a restarted daemon listens on its own port: read it each time
         with in_netns(node.ns):
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.settimeout(0.01)
-        self.target = (host, port)
         self.sent: Dict[int, float] = {}  # qid -> sent at
         self.answered: Dict[int, float] = {}
         self._stop = threading.Event()
@@ -67,7 +66,7 @@ class DnsLoad:
                 qid = (qid + 1) % 65536
                 self.sent[qid] = now
                 try:
-                    self.sock.sendto(query(NAME, qid), self.target)
+                    self.sock.sendto(query(NAME, qid), self.node.daemon.dns_addr)
                 except OSError:
                     pass
             try:

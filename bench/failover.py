@@ -62,7 +62,7 @@ from tests.lab.observe import AddressTimeline, Outcome, TcpProber
 
 TRIALS = int(os.environ.get("NETWORKD_BENCH_TRIALS", "30"))
 HEALTH_TRIALS = max(3, TRIALS // 3)
-WORKERS = ["watcher", "elector", "applier"]
+WORKERS = ["watcher", "elector", "applier", "checker"]
 VIP = "10.77.0.200"  # networkd's
 KEEPALIVED_VIP = "10.77.0.201"
 PORT = 80
