@@ -370,7 +370,9 @@ def test_packaged_version_runs(package: Package) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"networkd Version: {__version__}"
     # Straight from the virtualenv too, and every dependency imports there.
-    imports = "import etcd3, grpc, zmq, msgpack, pyroute2, iptc, setproctitle, google.protobuf, dnslib"
+    imports = (
+        "import etcd3, grpc, zmq, msgpack, pyroute2, iptc, setproctitle, google.protobuf, dnslib"
+    )
     result = subprocess.run(
         package.in_namespace(f"{VENV}/bin/networkd -version && {VENV}/bin/python -c '{imports}'"),
         capture_output=True,
