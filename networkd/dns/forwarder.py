@@ -45,6 +45,10 @@ MAX_FETCHES = 4096  # upstream questions in flight (each holds a socket)
 MAX_WAITERS = 1024  # clients waiting on one question
 TCP_THREADS = 8
 RESTORE_WINDOW = 5.0  # seconds after start during which replicas may restore the cache
+# Fills and "done" notes leave at most this often (TCP answers at once): under a flood of
+# misses each replica wakes once per interval for many entries, not once per entry, and
+# every replica still has each new entry within FLUSH_INTERVAL plus a wake-up (< 10 ms).
+FLUSH_INTERVAL = 0.003
 
 
 class Waiter:
@@ -152,6 +156,8 @@ class Forwarder:
         self._timeouts: List[Tuple[float, int, Fetch, int]] = []
         self._tie = itertools.count()
         self._peers: Dict[int, Peer] = {}
+        self._broadcast: List[Any] = []  # new entries for every replica, encoded once
+        self._next_flush = 0.0
         self._results: queue.Queue[Tuple[Fetch, int, Optional[bytes]]] = queue.Queue()
         self._executor: Optional[ThreadPoolExecutor] = None
         self._stop = threading.Event()
@@ -216,6 +222,8 @@ class Forwarder:
                 timeout = 0.1
                 if self._timeouts:
                     timeout = min(timeout, max(0.0, self._timeouts[0][0] - time.monotonic()))
+                if self._broadcast or any(p.done for p in self._peers.values()):
+                    timeout = min(timeout, max(0.0, self._next_flush - time.monotonic()))
                 for fd, mask in ep.poll(timeout):
                     if fd in self._sockets:
                         self._upstream_readable(fd)
@@ -227,7 +235,7 @@ class Forwarder:
                         self._drain_wake()
                 now = time.monotonic()
                 self._expire(now)
-                self._flush_peers()
+                self._flush_peers(now)
         finally:
             self._shutdown()
 
@@ -266,6 +274,7 @@ class Forwarder:
     def _clear_cache(self) -> None:
         """Domain servers changed: answers cached from the old ones may be wrong now."""
         self.cache.clear()
+        self._broadcast = []
         for peer in self._peers.values():
             peer.fills.clear()
             peer.snapshot = None
@@ -341,20 +350,30 @@ class Forwarder:
         yield from channel.chunked("fill", entries, channel.entry_wire_size)
         yield channel.encode("synced", [os.getpid()])
 
-    def _flush_peers(self) -> None:
+    def _flush_peers(self, now: float) -> None:
+        """TCP answers now; fills and "done" notes every FLUSH_INTERVAL."""
+        due = now >= self._next_flush
+        if due:
+            self._next_flush = now + FLUSH_INTERVAL
+            broadcast = list(channel.chunked("fill", self._broadcast, channel.entry_wire_size))
+            self._broadcast = []
         for peer in list(self._peers.values()):
-            if peer.fills:
-                for message in channel.chunked("fill", peer.fills, channel.entry_wire_size):
-                    peer.outbox.put(message)
-                peer.fills = []
             if peer.answers:
                 for message in channel.chunked("answer", peer.answers, lambda a: len(a[1])):
                     peer.outbox.put(message)
                 peer.answers = []
-            if peer.done:
-                peer.outbox.put(channel.encode("done", peer.done))
-                peer.done = []
-            self._flush_peer(peer)
+            if due:
+                for message in broadcast:
+                    peer.outbox.put(message)
+                if peer.fills:
+                    for message in channel.chunked("fill", peer.fills, channel.entry_wire_size):
+                        peer.outbox.put(message)
+                    peer.fills = []
+                if peer.done:
+                    peer.outbox.put(channel.encode("done", peer.done))
+                    peer.done = []
+            if peer.outbox.pending or peer.snapshot is not None:
+                self._flush_peer(peer)
 
     def _flush_peer(self, peer: Peer) -> None:
         while True:
@@ -547,7 +566,7 @@ class Forwarder:
             self._send(fetch, server, now, tcp=True)
             return
         try:
-            fill = fill_from_answer(data, now)
+            fill = fill_from_answer(data, len(fetch.question), now)
         except BadAnswer as exc:
             log.info("dns upstream answer unusable server=%s reason=%s", server, exc)
             self._attempt_failed(fetch, attempt, now)
@@ -558,9 +577,7 @@ class Forwarder:
 
     def _store(self, key: bytes, entry: CacheEntry) -> None:
         if self.cache.put(key, entry):
-            item = channel.encode_entry(key, entry)
-            for peer in self._peers.values():
-                peer.fills.append(item)
+            self._broadcast.append(channel.encode_entry(key, entry))
 
     def _fail(self, fetch: Fetch, now: float) -> None:
         self.stats.servfails += 1

@@ -1,7 +1,8 @@
 """A real authoritative upstream for DNS tests: BIND 9 (``named`` from Debian's bind9).
 
 ``Bind`` serves the zones a test writes (zone file text, ``$ORIGIN`` given by the key) on
-a loopback address, non-recursive, with every query logged (``querylog yes``) so a test
+a loopback address, non-recursive (with glue and authority in answers unless
+``minimal_responses`` says otherwise), with every query logged (``querylog yes``) so a test
 can count what reached the upstream and how (``queries()``: name, type, flags such as
 ``T`` for TCP, ``D`` for DO, and the source port). Zones named in ``signed`` are signed
 with fresh keys by dnssec-keygen and dnssec-signzone (bind9-utils) before named starts.
@@ -47,11 +48,13 @@ class Bind:
         host: str = "127.0.0.1",
         port: Optional[int] = None,
         signed: Iterable[str] = (),
+        minimal_responses: str = "no",
     ) -> None:
         if not os.path.exists(NAMED):
             raise RuntimeError("named not found: run scripts/setup.sh (apt bind9)")
         self.zones = dict(zones)
         self.signed = set(signed)
+        self.minimal_responses = minimal_responses
         self.host = host
         self.port = port or free_port(host)
         self.dir = tempfile.mkdtemp(prefix="networkd-bind-")
@@ -108,7 +111,7 @@ class Bind:
     recursion no;
     pid-file none;
     session-keyfile none;
-    minimal-responses no;
+    minimal-responses {self.minimal_responses};
     querylog yes;
     dnssec-validation no;
     max-udp-size 4096;

@@ -9,7 +9,7 @@ import dns.rrset
 
 from networkd.dns import channel
 from networkd.dns.cache import ForwardCache, entry_size, failure_entry, patched_body
-from networkd.dns.fill import fill_from_answer
+from tests.support.dnsfill import fill_of
 
 
 def answer(ttl: int = 100, name: str = "a.example.", count: int = 1) -> Tuple[bytes, bytes]:
@@ -23,7 +23,7 @@ def answer(ttl: int = 100, name: str = "a.example.", count: int = 1) -> Tuple[by
 def test_positive_entry_ttl_counts_down_and_expires() -> None:
     cache = ForwardCache()
     _query, data = answer(100)
-    fill = fill_from_answer(data, now=1000.0)
+    fill = fill_of(data, 1000.0)
     assert fill.cacheable and cache.put(b"key-1", fill.entry)
     body = patched_body(fill.entry, 1030.5)
     assert int.from_bytes(body[6:10], "big") == 69  # 69.5 s left, rounded down
@@ -36,26 +36,26 @@ def test_negative_caching_uses_soa_minimum() -> None:
     resp = dns.message.make_response(query)
     resp.set_rcode(3)
     resp.authority.append(dns.rrset.from_text("example.", 3600, "IN", "SOA", "ns. a. 1 2 3 4 20"))
-    fill = fill_from_answer(resp.to_wire(), now=0.0)
+    fill = fill_of(resp.to_wire(), 0.0)
     assert fill.cacheable and fill.entry.expires_at == 20.0
     soa_ttl = int.from_bytes(patched_body(fill.entry, 5.0)[6:10], "big")
     assert soa_ttl == 15  # the SOA's TTL is the negative lifetime, counting down
     no_soa = dns.message.make_response(query)
     no_soa.set_rcode(3)
-    assert not fill_from_answer(no_soa.to_wire(), 0.0).cacheable
+    assert not fill_of(no_soa.to_wire(), 0.0).cacheable
 
 
 def test_not_cached_servfail_zero_ttl_truncated() -> None:
     _q, data = answer(0)
-    assert not fill_from_answer(data, 0.0).cacheable
+    assert not fill_of(data, 0.0).cacheable
     query = dns.message.make_query("s.example.", "A")
     servfail = dns.message.make_response(query)
     servfail.set_rcode(2)
-    assert not fill_from_answer(servfail.to_wire(), 0.0).cacheable
+    assert not fill_of(servfail.to_wire(), 0.0).cacheable
     truncated = dns.message.make_response(query)
     truncated.flags |= 0x0200
     truncated.answer.append(dns.rrset.from_text("s.example.", 60, "IN", "A", "10.0.0.1"))
-    assert not fill_from_answer(truncated.to_wire(), 0.0).cacheable
+    assert not fill_of(truncated.to_wire(), 0.0).cacheable
     cache = ForwardCache()
     assert cache.put(b"failed", failure_entry(0.0, 1.0))
     entry = cache.get(b"failed", 0.5)
@@ -65,7 +65,7 @@ def test_not_cached_servfail_zero_ttl_truncated() -> None:
 
 def test_bounded_in_bytes_oldest_evicted() -> None:
     _q, data = answer(100, count=20)
-    entry = fill_from_answer(data, 0.0).entry
+    entry = fill_of(data, 0.0).entry
     size = entry_size(b"k%05d" % 0, entry)
     cache = ForwardCache(max_bytes=size * 10)
     for i in range(25):
@@ -79,7 +79,7 @@ def test_bounded_in_bytes_oldest_evicted() -> None:
 def test_merge_keeps_the_newer_entry() -> None:
     cache = ForwardCache()
     _q, data = answer(100)
-    old, new = fill_from_answer(data, 10.0).entry, fill_from_answer(data, 20.0).entry
+    old, new = fill_of(data, 10.0).entry, fill_of(data, 20.0).entry
     assert cache.merge(b"key-1", new, 21.0)
     assert not cache.merge(b"key-1", old, 21.0)
     got = cache.get(b"key-1", 21.0)
@@ -92,7 +92,7 @@ def test_entry_size_covers_what_python_holds() -> None:
     cache = ForwardCache(max_bytes=1 << 30)
     items = []
     for i in range(3000):
-        fill = fill_from_answer(answer(300, f"n{i}.example.", count=3)[1], 0.0)
+        fill = fill_of(answer(300, f"n{i}.example.", count=3)[1], 0.0)
         key = b"\x05n%04d\x07example\x00\x00\x01\x00\x01\x00" % i
         items.append(channel.encode("fill", [channel.encode_entry(key, fill.entry)]))
     tracemalloc.start()

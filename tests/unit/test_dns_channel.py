@@ -7,7 +7,7 @@ import dns.rrset
 import pytest
 
 from networkd.dns import channel
-from networkd.dns.fill import fill_from_answer
+from tests.support.dnsfill import fill_of
 
 KEY = b"\x01a\x07example\x00\x00\x01\x00\x01\x00"
 
@@ -16,7 +16,7 @@ def entry_item() -> List[Any]:
     q = dns.message.make_query("a.example.", "A")
     resp = dns.message.make_response(q)
     resp.answer.append(dns.rrset.from_text("a.example.", 60, "IN", "A", "10.0.0.1"))
-    return channel.encode_entry(KEY, fill_from_answer(resp.to_wire(), 5.0).entry)
+    return channel.encode_entry(KEY, fill_of(resp.to_wire(), 5.0).entry)
 
 
 def test_entry_round_trip() -> None:

@@ -1,4 +1,7 @@
-"""Cache fills with dnslib: what is kept, dropped and rewritten from an upstream answer."""
+"""Cache fills parsed with dnslib: what is kept, dropped and rewritten from an upstream
+answer, and that nothing malformed gets through."""
+
+import struct
 
 import dns.message
 import dns.rrset
@@ -8,7 +11,8 @@ from hypothesis import strategies as st
 
 from networkd.dns import wire
 from networkd.dns.cache import TTL_FIELD
-from networkd.dns.fill import BadAnswer, fill_from_answer
+from networkd.dns.fill import BadAnswer
+from tests.support.dnsfill import fill_of
 
 
 def response(name: str = "a.example.", rdtype: str = "A") -> dns.message.Message:
@@ -19,7 +23,7 @@ def test_opt_dropped_sections_and_ttls_recorded() -> None:
     resp = response()
     resp.answer.append(dns.rrset.from_text("a.example.", 300, "IN", "A", "10.0.0.1", "10.0.0.2"))
     resp.authority.append(dns.rrset.from_text("example.", 900, "IN", "NS", "ns.example."))
-    fill = fill_from_answer(resp.to_wire(), 0.0)
+    fill = fill_of(resp.to_wire(), 0.0)
     entry = fill.entry
     assert fill.cacheable and entry.counts == (2, 1, 0)  # OPT not counted, not kept
     assert b"\x00\x00\x29" not in entry.body
@@ -30,16 +34,31 @@ def test_opt_dropped_sections_and_ttls_recorded() -> None:
 
 def test_owner_names_point_at_the_question() -> None:
     resp = response("WwW.Example.")
-    resp.answer.append(dns.rrset.from_text("www.example.", 60, "IN", "A", "10.0.0.1"))
-    entry = fill_from_answer(resp.to_wire(), 0.0).entry
+    resp.answer.append(dns.rrset.from_text("WwW.Example.", 60, "IN", "A", "10.0.0.1"))
+    entry = fill_of(resp.to_wire(), 0.0).entry
     assert entry.body.startswith(b"\xc0\x0c")  # the name as each client spelled it
 
 
-def test_dname_target_is_never_compressed() -> None:
-    resp = response("x.example.", "DNAME")
-    resp.answer.append(dns.rrset.from_text("x.example.", 60, "IN", "DNAME", "x.example."))
-    body = fill_from_answer(resp.to_wire(), 0.0).entry.body
-    assert body.endswith(b"\x01x\x07example\x00")  # RFC 6672: written in full
+def test_records_after_opt_are_dropped_with_it() -> None:
+    resp = response()
+    resp.answer.append(dns.rrset.from_text("a.example.", 60, "IN", "A", "10.0.0.1"))
+    data = resp.to_wire()  # ..., OPT last
+    extra = b"\x01x\x07example\x00" + struct.pack(">HHIH", 1, 1, 60, 4) + b"\x0a\x09\x09\x09"
+    patched = bytearray(data + extra)
+    patched[11] += 1  # arcount: OPT, then one more record
+    entry = fill_of(bytes(patched), 0.0).entry
+    assert entry.counts == (1, 0, 0) and b"\x0a\x09\x09\x09" not in entry.body
+
+
+def test_rdlength_dnslib_would_not_honour_is_refused() -> None:
+    resp = response()
+    resp.answer.append(dns.rrset.from_text("a.example.", 60, "IN", "A", "10.0.0.1"))
+    data = bytearray(resp.to_wire())
+    at = data.index(b"\x00\x04\x0a\x00\x00\x01")
+    data[at : at + 2] = b"\x00\x08"  # an A record claiming 8 bytes of address
+    data += b"\x00" * 4
+    with pytest.raises(BadAnswer):
+        fill_of(bytes(data), 0.0)
 
 
 def test_top_bit_ttl_means_zero() -> None:
@@ -48,7 +67,8 @@ def test_top_bit_ttl_means_zero() -> None:
     data = bytearray(resp.to_wire())
     at = data.index(b"\x00\x00\x00\x3c")
     data[at : at + 4] = b"\x80\x00\x00\x3c"
-    assert not fill_from_answer(bytes(data), 0.0).cacheable
+    assert not fill_of(bytes(data), 0.0).cacheable
+    assert [ttl for _o, ttl in TTL_FIELD.iter_unpack(fill_of(bytes(data), 0.0).entry.ttls)] == [0]
 
 
 @pytest.mark.parametrize(
@@ -62,7 +82,7 @@ def test_top_bit_ttl_means_zero() -> None:
 )
 def test_garbage_is_a_bad_answer(data: bytes) -> None:
     with pytest.raises(BadAnswer):
-        fill_from_answer(data, 0.0)
+        fill_of(data, 0.0)
 
 
 @settings(max_examples=1500, deadline=None)
@@ -74,7 +94,7 @@ def test_mutated_answers_never_raise_anything_else(cut: int, noise: bytes) -> No
     data = resp.to_wire()
     for mutated in (data[:cut], data[:cut] + noise + data[cut:], data[:cut] + noise):
         try:
-            fill = fill_from_answer(mutated, 0.0)
+            fill = fill_of(mutated, 0.0)
         except BadAnswer:
             continue
         assert len(fill.entry.body) <= 65535

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from networkd.dns import wire
 from networkd.dns.answers import formerr_answer
-from networkd.dns.fill import BadAnswer, fill_from_answer
+from networkd.dns.fill import BadAnswer
+from tests.support.dnsfill import fill_of
 
 
 def q(name: str = "foo.lain", rdtype: str = "A", **kw) -> bytes:
@@ -117,7 +118,7 @@ def test_never_crashes_on_random_bytes(data: bytes) -> None:
         pass
     formerr_answer(data)
     try:
-        fill_from_answer(data, 0.0)
+        fill_of(data, 0.0)
     except BadAnswer:
         pass
 
