@@ -18,7 +18,7 @@ from dnslib import QTYPE, RR, A, DNSRecord
 
 from networkd.dns import answers, wire
 from networkd.dns.records import record_for
-from tests.support.dnsfill import fill_of
+from tests.support.dnswire import fill_of
 
 ROUNDS = 20000
 

@@ -31,6 +31,7 @@ from networkd.dns.cache import SERVFAIL_TTL, CacheEntry, ForwardCache, failure_e
 from networkd.dns.fill import BadAnswer, fill_from_answer
 from networkd.dns.forward import Address, Forwarding, Health
 from networkd.dns.stats import ForwarderStats
+from networkd.dns.tcp import accepted
 from networkd.dns.upstream import (
     QueryIds,
     open_udp,
@@ -284,14 +285,7 @@ class Forwarder:
 
     def _accept(self) -> None:
         assert self._listener is not None
-        while True:
-            try:
-                sock, _ = self._listener.accept()
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                log.warning("dns forwarder accept failed reason=%s", exc)
-                return
+        for sock, _ in accepted(self._listener):
             sock.setblocking(False)
             peer = Peer(sock)
             self._peers[peer.fd] = peer

@@ -16,12 +16,24 @@ import logging
 import select
 import socket
 import time
-from typing import Any, Callable, Dict, NamedTuple
+from typing import Any, Callable, Dict, Iterator, NamedTuple, Tuple
 
 from networkd.dns import wire
 from networkd.dns.answers import cut_to_fit
 
 log = logging.getLogger("networkd.dns")
+
+
+def accepted(listener: socket.socket, most: int = 64) -> Iterator[Tuple[socket.socket, Any]]:
+    """Connections waiting on a non-blocking listening socket, at most ``most``."""
+    for _ in range(most):
+        try:
+            yield listener.accept()
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            log.warning("dns accept failed reason=%s", exc)
+            return
 
 
 class TcpLimits(NamedTuple):
@@ -84,14 +96,7 @@ class TcpConnections:
         self.evicted = 0
 
     def accept(self) -> None:
-        for _ in range(64):
-            try:
-                sock, peer = self.listener.accept()
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                log.warning("dns tcp accept failed reason=%s", exc)
-                return
+        for sock, peer in accepted(self.listener):
             self._admit(sock, peer, time.monotonic())
 
     def _admit(self, sock: socket.socket, peer: Any, now: float) -> None:

@@ -17,7 +17,7 @@ query, from a small thread pool: rare, and simpler blocking than in the event lo
 import collections
 import secrets
 import socket
-from typing import Deque, Set, Tuple
+from typing import Deque, List, Set, Tuple
 
 from networkd.dns import wire
 
@@ -28,16 +28,25 @@ UDP_RECEIVE_BUFFER = 1 << 16
 
 
 class QueryIds:
-    """Random 16-bit query IDs that do not repeat among the last RECENT_IDS."""
+    """Random 16-bit query IDs that do not repeat among the last RECENT_IDS.
+
+    The OS CSPRNG is read 4 KiB at a time (one getrandom() per 2,048 IDs, not per ID)."""
 
     def __init__(self, recent: int = RECENT_IDS) -> None:
         self._order: Deque[int] = collections.deque()
         self._used: Set[int] = set()
         self._recent = recent
+        self._pool: List[int] = []
+
+    def _random16(self) -> int:
+        if not self._pool:
+            noise = secrets.token_bytes(4096)
+            self._pool = [noise[i] << 8 | noise[i + 1] for i in range(0, len(noise), 2)]
+        return self._pool.pop()
 
     def next(self) -> int:
         while True:
-            qid = secrets.randbits(16)
+            qid = self._random16()
             if qid not in self._used:
                 break
         self._used.add(qid)
@@ -79,9 +88,8 @@ def family_of(server: Address) -> int:
 
 def open_udp(server: Address) -> socket.socket:
     """A fresh non-blocking UDP socket connected to ``server`` (random source port)."""
-    sock = socket.socket(family_of(server), socket.SOCK_DGRAM)
+    sock = socket.socket(family_of(server), socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
     try:
-        sock.setblocking(False)
         sock.connect(server)
     except OSError:
         sock.close()

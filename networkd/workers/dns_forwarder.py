@@ -5,27 +5,21 @@ It parses bytes from upstream servers, so it runs as the replicas' user with no 
 credentials. It gets the shared UDP listening socket from the supervisor to send answers
 on (it never reads it). The main thread mirrors the watcher's ``state.domain_servers``
 and the resolvconf worker's ``state.upstreams`` into the forwarding table, and publishes
-``state.dns_forwarder`` (item ``stats``) every second; the forwarder's epoll loop runs in
-its own thread.
+``state.dns_forwarder`` (item ``stats``) every second (networkd/dns/serving.py runs the
+loop); the forwarder's epoll loop runs in its own thread.
 """
 
 import os
 import resource
-import threading
-import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from networkd.bus.messages import DnsForwarderStats
+from networkd.dns import serving
 from networkd.dns.channel import socket_path
 from networkd.dns.forwarder import MAX_FETCHES, Forwarder
-from networkd.workers.base import EXIT_ERROR, EXIT_OK, WorkerContext
-from networkd.workers.dns import ready, snapshot
+from networkd.workers.base import EXIT_ERROR, WorkerContext
 
-STATS_SECONDS = 1.0
-SOURCES = {
-    "watcher": ["state.domain_servers"],
-    "resolvconf": ["state.upstreams"],
-}
+MIRRORS = ("domain_servers", "upstreams")
 
 
 def main(ctx: WorkerContext) -> int:
@@ -41,56 +35,18 @@ def main(ctx: WorkerContext) -> int:
         case_randomize=ctx.config.dns_case_randomize,
         own=own_addresses(udp.getsockname()),
     )
-    pub = ctx.publisher()
-    stats_topic = pub.state("state.dns_forwarder")
-    sub = ctx.subscriber(SOURCES)
-    awaited = awaited_mirrors(ctx.config.workers)
-    thread: Optional[threading.Thread] = None
-    started = time.monotonic()
-    next_stats = 0.0
-    seen: Any = None
-    try:
-        while not ctx.stopping:
-            envelopes = sub.poll(timeout_ms=50)
-            mirrors = {
-                "domain_servers": sub.state("watcher", "state.domain_servers"),
-                "upstreams": sub.state("resolvconf", "state.upstreams"),
-            }
-            inputs = (mirrors["domain_servers"], mirrors["upstreams"])
-            if (envelopes or seen is None) and seen != inputs:
-                seen = snapshot(inputs)
-                forwarder.set_forwarding(
-                    upstreams_of(mirrors["upstreams"]), servers_of(mirrors["domain_servers"])
-                )
-            if thread is None and ready(mirrors, awaited, started):
-                forwarder.listen()
-                thread = threading.Thread(target=forwarder.serve_forever, name="dns", daemon=True)
-                thread.start()
-                ctx.log.info("dns forwarder serving upstreams=%s", forwarder.forwarding.upstreams)
-            now = time.monotonic()
-            if now >= next_stats:
-                next_stats = now + STATS_SECONDS
-                stats_topic.set("stats", _stats(forwarder))
-            pub.poll()
-            if thread is not None and not thread.is_alive():
-                ctx.log.error("dns forwarder thread ended")
-                return EXIT_ERROR
-    finally:
-        forwarder.stop()
-        if thread is not None:
-            thread.join(2)
-        sub.close()
-        pub.close()
-    return EXIT_OK
 
+    def apply(mirrors: serving.Mirrors) -> None:
+        upstreams = upstreams_of(mirrors["upstreams"])
+        forwarder.set_forwarding(upstreams, servers_of(mirrors["domain_servers"]))
 
-def awaited_mirrors(workers: Sequence[str]) -> List[str]:
-    names: List[str] = []
-    if not workers or "watcher" in workers:
-        names.append("domain_servers")
-    if not workers or "resolvconf" in workers:
-        names.append("upstreams")
-    return names
+    def on_start() -> None:
+        forwarder.listen()
+        ctx.log.info("dns forwarder serving upstreams=%s", forwarder.forwarding.upstreams)
+
+    return serving.run(
+        ctx, forwarder, MIRRORS, apply, "state.dns_forwarder", lambda: stats(forwarder), on_start
+    )
 
 
 def raise_file_limit(wanted: int) -> None:
@@ -127,7 +83,7 @@ def upstreams_of(items: Optional[Mapping[str, Any]]) -> List[str]:
     return [s for s in servers if isinstance(s, str)] if isinstance(servers, list) else []
 
 
-def _stats(forwarder: Forwarder) -> DnsForwarderStats:
+def stats(forwarder: Forwarder) -> DnsForwarderStats:
     s = forwarder.stats
     return DnsForwarderStats(
         pid=os.getpid(),

@@ -20,7 +20,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from tests.support.bind import Bind
+from tests.support.bind import Bind, zone
 from tests.support.daemon import Daemon, dns_worker_pids, wait_for
 from tests.support.dnsmasq import Dnsmasq
 from tests.support.etcd import EtcdServer
@@ -38,13 +38,7 @@ def ips(msg: dns.message.Message) -> List[str]:
     return sorted(rd.to_text() for rrset in msg.answer for rd in rrset)
 
 
-SHARED_ZONE = """$TTL 300
-@ SOA ns admin 1 3600 600 86400 30
-@ NS ns
-ns A 10.0.0.53
-www A 10.60.0.1
-again A 10.60.0.2
-"""
+SHARED_ZONE = zone("www A 10.60.0.1", "again A 10.60.0.2")
 
 
 class Env:

@@ -23,35 +23,23 @@ import pytest
 
 from networkd.dns.mmsg import BatchedUdp
 from networkd.dns.tcp import TcpLimits
-from tests.support.bind import Bind
+from tests.support.bind import Bind, zone
 from tests.support.dnsharness import DnsHarness
 from tests.support.dnsrelay import SPOOF_IP, Relay
 
 MX_TARGETS = 12
-EXAMPLE_ZONE = (
-    """$TTL 300
-@ SOA ns admin 1 3600 600 86400 30
-@ NS ns
-ns A 10.0.0.53
-www A 10.0.0.1
-merge A 10.0.0.2
-tcp A 10.0.0.3
-udp A 10.0.0.4
-*.miss A 10.3.0.1
-spoofed A 10.0.0.5
-short 1 A 10.0.0.6
-mx MX 10 mx1
-"""
-    + "".join(f"mx MX {10 + i} mx{i}\nmx{i} A 10.4.0.{i}\n" for i in range(2, MX_TARGETS + 1))
-    + "mx1 A 10.4.0.1\nmx1 AAAA fd00::4:1\n"
+EXAMPLE_ZONE = zone(
+    "www A 10.0.0.1",
+    "merge A 10.0.0.2",
+    "tcp A 10.0.0.3",
+    "udp A 10.0.0.4",
+    "*.miss A 10.3.0.1",
+    "spoofed A 10.0.0.5",
+    *(f"mx MX {10 + i} mx{i}" for i in range(1, MX_TARGETS + 1)),
+    *(f"mx{i} A 10.4.0.{i}" for i in range(1, MX_TARGETS + 1)),
+    "mx1 AAAA fd00::4:1",  # the 13th glue record
 )
-SIGNED_ZONE = """$TTL 300
-@ SOA ns admin 1 3600 600 86400 30
-@ NS ns
-ns A 10.0.0.53
-www A 10.0.1.1
-other A 10.0.1.2
-"""
+SIGNED_ZONE = zone("www A 10.0.1.1", "other A 10.0.1.2")
 
 
 @pytest.fixture(scope="module")

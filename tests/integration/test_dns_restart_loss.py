@@ -18,8 +18,9 @@ from typing import Dict, Iterator, List, Set, Tuple
 import pytest
 
 from networkd.dns.mmsg import BATCH
-from tests.support.bind import Bind
+from tests.support.bind import Bind, zone
 from tests.support.daemon import Daemon, dns_worker_pids
+from tests.support.dnswire import a_query
 from tests.support.etcd import EtcdServer
 
 pytestmark = pytest.mark.lab
@@ -28,13 +29,7 @@ RATE = 2000
 KILLS = 50
 SOCKETS = 16
 LOCAL_IP = "10.1.2.3"
-ZONE = "$TTL 300\n@ SOA ns admin 1 3600 600 86400 30\n@ NS ns\nns A 10.0.0.53\n*.load A 10.3.0.1\n"
-
-
-def query(qid: int, name: str) -> bytes:
-    header = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
-    qname = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
-    return header + qname + struct.pack("!HH", 1, 1)
+ZONE = zone("*.load A 10.3.0.1")
 
 
 class Load:
@@ -69,7 +64,7 @@ class Load:
             while n < due:
                 index, qid = n % SOCKETS, (n // SOCKETS) & 0xFFFF
                 self.sent[(index, qid)] = time.monotonic()
-                self.socks[index].sendto(query(qid, self._name(n)), self.server)
+                self.socks[index].sendto(a_query(qid, self._name(n)), self.server)
                 n += 1
             self._receive(fds, 0.002)
 

@@ -25,18 +25,13 @@ from networkd.dns.mmsg import BATCH
 from tests.lab.lab import Lab, LabNode
 from tests.lab.netns import in_netns
 from tests.support.daemon import wait_for
+from tests.support.dnswire import a_query
 
 pytestmark = pytest.mark.lab
 
 VIP = "10.77.0.200"
 NAME = "svc.lain"
 NAME_IP = "10.1.2.3"
-
-
-def dns_query(qid: int, name: str) -> bytes:
-    header = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
-    qname = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
-    return header + qname + struct.pack("!HH", 1, 1)
 
 
 class QueryLoad:
@@ -63,7 +58,7 @@ class QueryLoad:
         while not self._stop.is_set():
             qid = (qid + 1) % 65536
             self.sent[qid] = time.monotonic()
-            self.sock.sendto(dns_query(qid, NAME), self.server)
+            self.sock.sendto(a_query(qid, NAME), self.server)
             time.sleep(self.interval)
 
     def _recv(self) -> None:

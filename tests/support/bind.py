@@ -21,12 +21,20 @@ import dns.exception
 import dns.message
 import dns.query
 
+from tests.support.dnsmasq import read_text
 from tests.support.ports import free_port
 
 NAMED = shutil.which("named") or "/usr/sbin/named"
 KEYGEN = shutil.which("dnssec-keygen") or "/usr/bin/dnssec-keygen"
 SIGNZONE = shutil.which("dnssec-signzone") or "/usr/bin/dnssec-signzone"
 QUERY_LINE = re.compile(r"client @\S+ (\S+)#(\d+) \((\S+)\): query: (\S+) (\S+) (\S+) (\S+)")
+
+
+def zone(*records: str, ttl: int = 300, negative_ttl: int = 30) -> str:
+    """Zone file text: the SOA (minimum ``negative_ttl``), NS and the name server's
+    address, then ``records`` (one line each, names relative to the origin)."""
+    head = [f"$TTL {ttl}", f"@ SOA ns admin 1 3600 600 86400 {negative_ttl}", "@ NS ns"]
+    return "\n".join([*head, "ns A 10.0.0.53", *records]) + "\n"
 
 
 class LoggedQuery(NamedTuple):
@@ -154,14 +162,7 @@ logging {{
         raise RuntimeError(f"named did not answer: {self.stderr()[-2000:]}")
 
     def stderr(self) -> str:
-        text = ""
-        for name in ("named.out", "named.log"):
-            try:
-                with open(os.path.join(self.dir, name), errors="replace") as f:
-                    text += f.read()
-            except OSError:
-                pass
-        return text
+        return "".join(read_text(os.path.join(self.dir, n)) for n in ("named.out", "named.log"))
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -179,13 +180,8 @@ logging {{
 
     def queries(self, name: Optional[str] = None) -> List[LoggedQuery]:
         """Every query named logged so far (of ``name`` only, when given)."""
-        try:
-            with open(self.log_path, errors="replace") as f:
-                text = f.read()
-        except OSError:
-            return []
         out = []
-        for match in QUERY_LINE.finditer(text):
+        for match in QUERY_LINE.finditer(read_text(self.log_path)):
             source, port, _, qname, _cls, rdtype, flags = match.groups()
             logged = LoggedQuery(source, int(port), qname.rstrip(".").lower(), rdtype, flags)
             if name is None or logged.name == name.rstrip(".").lower():

@@ -19,10 +19,12 @@ import dns.message
 import dns.name
 import dns.rrset
 
+from tests.support.dnsmasq import DatagramServer
+
 SPOOF_IP = "6.6.6.6"
 
 
-class Relay:
+class Relay(DatagramServer):
     def __init__(
         self,
         target: Tuple[str, int],
@@ -30,36 +32,20 @@ class Relay:
         delay: float = 0.0,
         spoof: bool = False,
     ) -> None:
+        super().__init__(host)
         self.target = target
         self.delay = delay
         self.spoof = spoof
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((host, 0))
-        self.sock.settimeout(0.1)
-        self.host, self.port = self.sock.getsockname()[:2]
         self.other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.other.bind((host, 0))  # the attacker's port on the relay's address
         self.seen: List[Tuple[int, int, bytes]] = []  # (source port, query ID, query)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self.start()
 
-    @property
-    def address(self) -> str:
-        return f"{self.host}#{self.port}"
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, addr = self.sock.recvfrom(65535)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.seen.append((addr[1], int.from_bytes(data[:2], "big"), data))
-            if self.spoof:
-                self._forge(data, addr)
-            threading.Thread(target=self._relay, args=(data, addr), daemon=True).start()
+    def handle(self, data: bytes, addr: Tuple[str, int]) -> None:
+        self.seen.append((addr[1], int.from_bytes(data[:2], "big"), data))
+        if self.spoof:
+            self._forge(data, addr)
+        threading.Thread(target=self._relay, args=(data, addr), daemon=True).start()
 
     def _forge(self, data: bytes, addr: Tuple[str, int]) -> None:
         query = dns.message.from_wire(data)
@@ -92,7 +78,5 @@ class Relay:
             pass
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
+        super().close()
         self.other.close()

@@ -9,7 +9,7 @@ import dns.rrset
 
 from networkd.dns import channel
 from networkd.dns.cache import ForwardCache, entry_size, failure_entry, patched_body
-from tests.support.dnsfill import fill_of
+from tests.support.dnswire import fill_of
 
 
 def answer(ttl: int = 100, name: str = "a.example.", count: int = 1) -> Tuple[bytes, bytes]:

@@ -7,7 +7,7 @@ import dns.rrset
 import pytest
 
 from networkd.dns import channel
-from tests.support.dnsfill import fill_of
+from tests.support.dnswire import fill_of
 
 KEY = b"\x01a\x07example\x00\x00\x01\x00\x01\x00"
 

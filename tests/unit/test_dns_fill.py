@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from networkd.dns import wire
 from networkd.dns.cache import TTL_FIELD
 from networkd.dns.fill import BadAnswer
-from tests.support.dnsfill import fill_of
+from tests.support.dnswire import fill_of
 
 
 def response(name: str = "a.example.", rdtype: str = "A") -> dns.message.Message:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from networkd.dns import wire
 from networkd.dns.answers import formerr_answer
 from networkd.dns.fill import BadAnswer
-from tests.support.dnsfill import fill_of
+from tests.support.dnswire import fill_of
 
 
 def q(name: str = "foo.lain", rdtype: str = "A", **kw) -> bytes:
