@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from networkd.dns import channel
 from networkd.dns.cache import ForwardCache
@@ -59,6 +59,7 @@ class ForwarderLink:
         self.synced = False
         self.handed: Dict[int, Handed] = {}
         self._asks: List[List[Any]] = []
+        self._restore: Optional[Iterator[bytes]] = None  # cache copy still to send back
         self._seq = 0
         self._next_connect = 0.0
         # set by the server: answer a TCP client; fail a client (SERVFAIL); clear memos
@@ -95,10 +96,8 @@ class ForwarderLink:
         self.outbox = channel.Outbox(sock)
         self.synced = False
         self.outbox.put(channel.encode("hello", [self.name, os.getpid()]))
-        if len(self.cache):
-            restore = (channel.encode_entry(k, e) for k, e in self.cache.items())
-            for message in channel.chunked("restore", restore, channel.entry_wire_size):
-                self.outbox.put(message)
+        restore = (channel.encode_entry(k, e) for k, e in self.cache.items())
+        self._restore = channel.chunked("restore", restore, channel.entry_wire_size)
         self._asks = [self._ask_item(seq, h) for seq, h in self.handed.items()]
         log.info("dns forwarder connected name=%s handed=%d", self.name, len(self.handed))
         self.flush()
@@ -112,6 +111,7 @@ class ForwarderLink:
         self.sock = None
         self.outbox = None
         self._asks = []
+        self._restore = None
 
     # ------------------------------------------------------------------ queries out
 
@@ -133,17 +133,26 @@ class ForwarderLink:
             self._asks.append(self._ask_item(self._seq, handed))
 
     def flush(self) -> bool:
-        """Send the asks gathered so far; True when something is left to send."""
-        if self.outbox is None:
+        """Send the asks gathered so far, then (a chunk at a time, as room allows) the
+        cache copy for a new forwarder; True when something is left to send."""
+        outbox = self.outbox
+        if outbox is None:
             return False
         if self._asks:
             for message in channel.chunked("ask", self._asks, lambda item: len(item[2])):
-                self.outbox.put(message)
+                outbox.put(message)
             self._asks = []
-        if not self.outbox.flush():
-            self.disconnect("send failed")
-            return False
-        return self.outbox.pending
+        while True:
+            if not outbox.flush():
+                self.disconnect("send failed")
+                return False
+            if outbox.pending or self._restore is None:
+                return outbox.pending
+            try:
+                outbox.put(next(self._restore))
+            except StopIteration:
+                self._restore = None
+                return False
 
     # ------------------------------------------------------------------ messages in
 

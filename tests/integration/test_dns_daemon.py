@@ -9,6 +9,7 @@ import random
 import signal
 import socket
 import struct
+import threading
 import time
 import urllib.request
 from typing import Any, Dict, Iterator, List
@@ -38,7 +39,7 @@ def ips(msg: dns.message.Message) -> List[str]:
     return sorted(rd.to_text() for rrset in msg.answer for rd in rrset)
 
 
-SHARED_ZONE = zone("www A 10.60.0.1", "again A 10.60.0.2")
+SHARED_ZONE = zone("www A 10.60.0.1", "again A 10.60.0.2", "kept A 10.60.0.3", "*.miss A 10.60.9.9")
 
 
 class Env:
@@ -279,6 +280,20 @@ def fresh_query(env: Env, name: str, timeout: float = 2.0) -> dns.message.Messag
     return env.query(name, timeout=timeout)
 
 
+def answered_from_copy(env: Env, name: str, want: List[str]) -> float:
+    """Seconds until a fresh client gets ``want`` for ``name`` (retrying every 50 ms):
+    with the forwarder stopped, only a replica's copy of the cache can answer."""
+    start = time.monotonic()
+    while True:
+        try:
+            msg = fresh_query(env, name, timeout=0.05)
+        except dns.exception.Timeout:
+            assert time.monotonic() - start < 2, f"{name} not in the serving replica's copy"
+            continue
+        assert ips(msg) == want
+        return time.monotonic() - start
+
+
 def test_replicas_answer_from_one_cache(env: Env) -> None:
     name = "www.shared.test"
     assert ips(env.query(name)) == ["10.60.0.1"]  # a miss: the forwarder asks BIND
@@ -288,6 +303,8 @@ def test_replicas_answer_from_one_cache(env: Env) -> None:
     with stopped(pids["dns-forwarder"]):  # only the replicas' copies can answer now
         for serving, other in (("dns.0", "dns.1"), ("dns.1", "dns.0")):
             with stopped(pids[other]):
+                late = answered_from_copy(env, name, ["10.60.0.1"])
+                print(f"{serving} answered from its copy {late * 1000:.1f} ms later")
                 for _ in range(10):
                     msg = fresh_query(env, name)
                     assert ips(msg) == ["10.60.0.1"], serving
@@ -330,6 +347,60 @@ def test_restarted_replica_answers_cached_names_within_a_second(env: Env) -> Non
     finally:
         env.bind.start()
     env.daemon.wait_running(WORKERS, timeout=10)
+
+
+def restart_forwarder(env: Env) -> None:
+    """SIGKILL the forwarder and wait for its successor's process."""
+    victim = env.dns_pids()["dns-forwarder"]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: env.dns_pids().get("dns-forwarder", victim) != victim, 10)
+
+
+def test_forwarder_sigkill_loses_no_query_and_keeps_the_cache(env: Env) -> None:
+    assert ips(env.query("kept.shared.test")) == ["10.60.0.3"]
+    failures: List[str] = []
+    answered = [0]
+    stop = threading.Event()
+
+    def client(seed: int) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            name, want = (
+                (f"m{seed}-{n}.miss.shared.test", "10.60.9.9")
+                if n % 2
+                else ("kept.shared.test", "10.60.0.3")
+            )
+            try:
+                got = ips(env.query(name, timeout=4.0))
+            except dns.exception.Timeout:
+                failures.append(f"lost {name}")
+                continue
+            if got != [want]:
+                failures.append(f"{name}: {got}")
+            answered[0] += 1
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(3):
+            time.sleep(0.3)
+            restart_forwarder(env)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert failures == [] and answered[0] > 100, (failures[:5], answered[0])
+    # the new forwarder got the node's cache back from the replicas
+    env.daemon.wait_running(WORKERS, timeout=10)
+    cached = wait_for(
+        lambda: (env.daemon.status(0.5).get("dns_forwarder") or {}).get("cache_entries", 0),
+        5,
+        what="forwarder cache restored",
+    )
+    assert cached > 0
 
 
 def test_tcp_answer_over_65535_bytes_cut_with_tc(env: Env) -> None:
