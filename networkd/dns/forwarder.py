@@ -1,6 +1,7 @@
 """The node's DNS forwarder: one cache, every upstream query, for all replicas.
 
-Replicas hand it the queries they cannot answer (networkd/dns/channel.py). For each one
+Replicas hand it the queries they cannot answer (networkd/dns/channel.py; its side of
+the channel is networkd/dns/replicas.py). For each one
 it answers from its cache or joins an identical query already in flight, else asks the
 upstreams itself (networkd/dns/upstream.py: fresh random source port and CSPRNG ID per
 query, strict reply matching). Answers to UDP clients leave straight from here, on the
@@ -30,8 +31,8 @@ from networkd.dns.answers import cached_answer, limit_for
 from networkd.dns.cache import SERVFAIL_TTL, CacheEntry, ForwardCache, failure_entry
 from networkd.dns.fill import BadAnswer, fill_from_answer
 from networkd.dns.forward import Address, Forwarding, Health
+from networkd.dns.replicas import Peer, Replicas
 from networkd.dns.stats import ForwarderStats
-from networkd.dns.tcp import accepted
 from networkd.dns.upstream import (
     QueryIds,
     open_udp,
@@ -46,10 +47,6 @@ MAX_FETCHES = 4096  # upstream questions in flight (each holds a socket)
 MAX_WAITERS = 1024  # clients waiting on one question
 TCP_THREADS = 8
 RESTORE_WINDOW = 5.0  # seconds after start during which replicas may restore the cache
-# Fills and "done" notes leave at most this often (TCP answers at once): under a flood of
-# misses each replica wakes once per interval for many entries, not once per entry, and
-# every replica still has each new entry within FLUSH_INTERVAL plus a wake-up (< 10 ms).
-FLUSH_INTERVAL = 0.003
 
 
 class Waiter:
@@ -97,21 +94,6 @@ class Fetch:
         self.done = False
 
 
-class Peer:
-    """A connected replica: its socket and what is queued for it."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.name = "?"
-        self.outbox = channel.Outbox(sock)
-        self.fills: List[Any] = []
-        self.done: List[int] = []
-        self.answers: List[Any] = []
-        self.snapshot: Optional[Any] = None  # iterator of snapshot messages still to send
-        self.writable_wanted = False
-
-
 def upstream_query(q: wire.Query, data: bytes, case_randomize: bool) -> Tuple[bytes, bytes]:
     """(query after the ID, question) as sent upstream: the client's flags, question and
     EDNS options (one OPT: ours, when the client sent none, so answers come whole)."""
@@ -140,7 +122,6 @@ class Forwarder:
         own: Sequence[Address] = (),
     ) -> None:
         self.reply_sock = reply_sock  # the shared listening UDP socket: sent on, never read
-        self.path = path
         self.upstream_timeout = upstream_timeout
         self.forward_deadline = forward_deadline
         self.servfail_ttl = servfail_ttl
@@ -156,9 +137,7 @@ class Forwarder:
         self._sockets: Dict[int, Tuple[Fetch, int]] = {}  # upstream fd -> (fetch, attempt)
         self._timeouts: List[Tuple[float, int, Fetch, int]] = []
         self._tie = itertools.count()
-        self._peers: Dict[int, Peer] = {}
-        self._broadcast: List[Any] = []  # new entries for every replica, encoded once
-        self._next_flush = 0.0
+        self.replicas = Replicas(path, self._peer_message)
         self._results: queue.Queue[Tuple[Fetch, int, Optional[bytes]]] = queue.Queue()
         self._executor: Optional[ThreadPoolExecutor] = None
         self._stop = threading.Event()
@@ -166,7 +145,6 @@ class Forwarder:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._epoll: Any = None
-        self._listener: Optional[socket.socket] = None
         self.started_at = time.monotonic()
 
     # ------------------------------------------------------------------ any thread
@@ -199,55 +177,44 @@ class Forwarder:
 
     def listen(self) -> None:
         """Bind the replicas' socket (before serve_forever, so replicas can connect)."""
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        sock.bind(self.path)
-        sock.listen(64)
-        sock.setblocking(False)
-        self._listener = sock
+        self.replicas.listen()
 
     def serve_forever(self) -> None:
-        if self._listener is None:
-            self.listen()
-        assert self._listener is not None
-        ep = self._epoll = select.epoll()
-        listener_fd = self._listener.fileno()
+        replicas = self.replicas
+        if replicas.listener is None:
+            replicas.listen()
+        assert replicas.listener is not None
+        ep = self._epoll = replicas.epoll = select.epoll()
+        listener_fd = replicas.listener.fileno()
         wake_fd = self._wake_r.fileno()
         ep.register(listener_fd, select.EPOLLIN)
         ep.register(wake_fd, select.EPOLLIN)
+        peers = replicas.peers
         try:
             while not self._stop.is_set():
-                timeout = 0.1
+                now = time.monotonic()
+                timeout = replicas.flush_in(now)
                 if self._timeouts:
-                    timeout = min(timeout, max(0.0, self._timeouts[0][0] - time.monotonic()))
-                if self._broadcast or any(p.done for p in self._peers.values()):
-                    timeout = min(timeout, max(0.0, self._next_flush - time.monotonic()))
+                    timeout = min(timeout, max(0.0, self._timeouts[0][0] - now))
                 for fd, mask in ep.poll(timeout):
                     if fd in self._sockets:
                         self._upstream_readable(fd)
-                    elif fd in self._peers:
-                        self._peer_event(self._peers[fd], mask)
+                    elif fd in peers:
+                        replicas.event(peers[fd], mask)
                     elif fd == listener_fd:
-                        self._accept()
+                        replicas.accept()
                     elif fd == wake_fd:
                         self._drain_wake()
                 now = time.monotonic()
                 self._expire(now)
-                self._flush_peers(now)
+                replicas.flush(now)
         finally:
             self._shutdown()
 
     def _shutdown(self) -> None:
         for fetch in list(self._fetches.values()):
             self._close_attempts(fetch)
-        for peer in list(self._peers.values()):
-            peer.sock.close()
-        self._peers.clear()
-        if self._listener is not None:
-            self._listener.close()
+        self.replicas.close()
         if self._executor is not None:
             self._executor.shutdown(wait=False)
         if self._epoll is not None:
@@ -275,48 +242,9 @@ class Forwarder:
     def _clear_cache(self) -> None:
         """Domain servers changed: answers cached from the old ones may be wrong now."""
         self.cache.clear()
-        self._broadcast = []
-        for peer in self._peers.values():
-            peer.fills.clear()
-            peer.snapshot = None
-            peer.outbox.put(channel.encode("clear", []))
+        self.replicas.clear()
 
     # ------------------------------------------------------------------ replicas
-
-    def _accept(self) -> None:
-        assert self._listener is not None
-        for sock, _ in accepted(self._listener):
-            sock.setblocking(False)
-            peer = Peer(sock)
-            self._peers[peer.fd] = peer
-            self._epoll.register(peer.fd, select.EPOLLIN)
-
-    def _drop_peer(self, peer: Peer, reason: str) -> None:
-        log.info("dns replica disconnected name=%s reason=%s", peer.name, reason)
-        self._peers.pop(peer.fd, None)
-        try:
-            self._epoll.unregister(peer.fd)
-        except OSError:
-            pass
-        peer.sock.close()
-
-    def _peer_event(self, peer: Peer, mask: int) -> None:
-        if mask & select.EPOLLOUT:
-            self._flush_peer(peer)
-        if not mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
-            return
-        messages = channel.receive(peer.sock)
-        if messages is None:
-            self._drop_peer(peer, "closed")
-            return
-        now = time.monotonic()
-        for data in messages:
-            try:
-                kind, payload = channel.decode(data)
-                self._peer_message(peer, kind, payload, now)
-            except channel.ChannelError as exc:
-                self._drop_peer(peer, f"bad message: {exc}")
-                return
 
     def _peer_message(self, peer: Peer, kind: str, payload: Any, now: float) -> None:
         if kind == "ask":
@@ -343,51 +271,6 @@ class Forwarder:
         )
         yield from channel.chunked("fill", entries, channel.entry_wire_size)
         yield channel.encode("synced", [os.getpid()])
-
-    def _flush_peers(self, now: float) -> None:
-        """TCP answers now; fills and "done" notes every FLUSH_INTERVAL."""
-        due = now >= self._next_flush
-        if due:
-            self._next_flush = now + FLUSH_INTERVAL
-            broadcast = list(channel.chunked("fill", self._broadcast, channel.entry_wire_size))
-            self._broadcast = []
-        for peer in list(self._peers.values()):
-            if peer.answers:
-                for message in channel.chunked("answer", peer.answers, lambda a: len(a[1])):
-                    peer.outbox.put(message)
-                peer.answers = []
-            if due:
-                for message in broadcast:
-                    peer.outbox.put(message)
-                if peer.fills:
-                    for message in channel.chunked("fill", peer.fills, channel.entry_wire_size):
-                        peer.outbox.put(message)
-                    peer.fills = []
-                if peer.done:
-                    peer.outbox.put(channel.encode("done", peer.done))
-                    peer.done = []
-            if peer.outbox.pending or peer.snapshot is not None:
-                self._flush_peer(peer)
-
-    def _flush_peer(self, peer: Peer) -> None:
-        while True:
-            if not peer.outbox.flush():
-                self._drop_peer(peer, "send failed")
-                return
-            if peer.outbox.pending or peer.snapshot is None:
-                break
-            message = next(peer.snapshot, None)
-            if message is None:
-                peer.snapshot = None
-                break
-            peer.outbox.put(message)
-        if peer.outbox.stuck:
-            self._drop_peer(peer, "not reading")  # it reconnects and gets a snapshot
-            return
-        want = bool(peer.outbox.pending)
-        if want != peer.writable_wanted:
-            peer.writable_wanted = want
-            self._epoll.modify(peer.fd, select.EPOLLIN | (select.EPOLLOUT if want else 0))
 
     # ------------------------------------------------------------------ questions
 
@@ -571,7 +454,7 @@ class Forwarder:
 
     def _store(self, key: bytes, entry: CacheEntry) -> None:
         if self.cache.put(key, entry):
-            self._broadcast.append(channel.encode_entry(key, entry))
+            self.replicas.broadcast(channel.encode_entry(key, entry))
 
     def _fail(self, fetch: Fetch, now: float) -> None:
         self.stats.servfails += 1
