@@ -5,8 +5,9 @@ No client can take the service from the others:
 - when ``max_conns`` are open, a new connection evicts the longest idle one (one with
   nothing in flight), and is refused only when every connection is busy;
 - a connection idle ``idle`` seconds, or open ``lifetime`` seconds, is closed;
-- memory per connection is bounded: a query is at most 65,535 bytes, and a client that
-  does not read its answers stops being read once ``max_out`` bytes wait for it.
+- memory per connection is bounded: at most MAX_INBUF bytes of queries are held, and a
+  client that does not read its answers stops being read once ``max_out`` bytes wait
+  for it.
 
 Every send goes through ``send``, which frames only what fits (answers are built to fit
 65,535 bytes; ``cut_to_fit`` guards the rest) and never raises.
@@ -37,12 +38,19 @@ def accepted(listener: socket.socket, most: int = 64) -> Iterator[Tuple[socket.s
 
 
 class TcpLimits(NamedTuple):
-    max_conns: int = 256
+    max_conns: int = 128
     per_source: int = 16
     idle: float = 10.0
     lifetime: float = 120.0
-    max_out: int = 256 << 10
+    max_out: int = 128 << 10
     max_inflight: int = 32
+
+
+# Input held per connection: a whole largest message and one more read. With the output
+# bound (max_out plus one 64 KiB answer) a replica's TCP buffers stay under
+# max_conns x (MAX_INBUF + max_out + 64 KiB): 40 MiB with the defaults.
+MAX_INBUF = 2 * (2 + 65535)
+READ_SIZE = 65536
 
 
 class TcpConn:
@@ -161,9 +169,12 @@ class TcpConnections:
         self._read(conn)
 
     def _read(self, conn: TcpConn) -> bool:
-        """Read one chunk and answer what it completes; False when nothing was there."""
+        """Read one chunk and answer what it completes; False when nothing was there
+        (or the connection already holds MAX_INBUF unanswered bytes)."""
+        if len(conn.inbuf) >= MAX_INBUF:
+            return False
         try:
-            chunk = conn.sock.recv(65536)
+            chunk = conn.sock.recv(READ_SIZE)
         except BlockingIOError:
             return False
         except OSError:

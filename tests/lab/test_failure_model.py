@@ -87,12 +87,11 @@ class QueryLoad:
         return sorted(set(self.sent) - self.answered)
 
     def lost_per_kill(self, kills: List[Tuple[str, float]]) -> Dict[str, int]:
-        """Each lost query charged to the kill right after it was sent (within 0.5 s),
-        or to "none"."""
+        """Each lost query charged to the first kill after it was sent, or to "none"."""
         out: Dict[str, int] = {}
         for qid in self.lost():
             sent_at = self.sent[qid]
-            after = [f"{n}@{k:.3f}" for n, k in kills if 0 <= k - sent_at < 0.5]
+            after = [f"{n}@{k:.3f}" for n, k in kills if k >= sent_at]
             key = after[0] if after else "none"
             out[key] = out.get(key, 0) + 1
         return out

@@ -185,7 +185,7 @@ class DatagramServer:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(2)
+        self._thread.join(10)  # the port is free only once the thread's recvfrom returned
         self.sock.close()
 
 
