@@ -329,10 +329,3 @@ class DnsServer:
         if self.tcp is not None and isinstance(conn, TcpConn):
             self.stats.rcodes[answer[3] & 15] += 1
             self.tcp.answered(conn, answer)
-
-
-def run_in_thread(server: Any, name: str = "dns-server") -> threading.Thread:
-    """Start ``server.serve_forever`` in a daemon thread (tests, the workers)."""
-    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
-    thread.start()
-    return thread
