@@ -51,9 +51,9 @@ FORKSERVER_PRELOAD = [
     "zmq",
     "msgpack",
 ]
-# Exits that an operator or the kernel caused: restart at once, never count as start failures.
 # Workers that get the DNS listening sockets (replicas read them, the forwarder sends on UDP).
 DNS_SOCKET_MODULES = ("dns", "dns_forwarder")
+# Exits that an operator or the kernel caused: restart at once, never count as start failures.
 EXTERNAL_SIGNALS = {signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 

@@ -279,7 +279,12 @@ class Forwarder:
             raise channel.ChannelError("ask item is not [seq, addr, query]")
         seq, addr, data = item
         if addr is not None:
-            if not (isinstance(addr, list) and len(addr) in (2, 4) and isinstance(addr[0], str)):
+            if not (
+                isinstance(addr, list)
+                and len(addr) in (2, 4)
+                and isinstance(addr[0], str)
+                and all(type(n) is int for n in addr[1:])
+            ):
                 raise channel.ChannelError("ask address malformed")
             addr = tuple(addr)
         if not isinstance(data, bytes):
@@ -289,7 +294,12 @@ class Forwarder:
         except (wire.FormatError, wire.Ignore) as exc:
             raise channel.ChannelError(f"ask query does not parse: {exc}") from None
         self.stats.requests += 1
-        self._resolve(Waiter(peer, seq, addr, q), data, now)
+        waiter = Waiter(peer, seq, addr, q)
+        try:
+            self._resolve(waiter, data, now)
+        except Exception:  # a bug must cost this query, not the forwarder
+            log.exception("dns query failed name=%r", q.qname)
+            self._answer(waiter, failure_entry(now, 0.0), now)
 
     def _resolve(self, waiter: Waiter, data: bytes, now: float) -> None:
         q = waiter.query
@@ -407,8 +417,20 @@ class Forwarder:
             ):
                 self.stats.rejected_replies += 1
                 continue
-            self._reply(fetch, attempt, data, now)
+            self._reply_guarded(fetch, attempt, data, now)
             return
+
+    def _reply_guarded(
+        self, fetch: Fetch, attempt: int, data: bytes, now: float, via_tcp: bool = False
+    ) -> None:
+        """``_reply``, with whatever an answer could still break in our code costing that
+        attempt (the next server is asked), never the forwarder."""
+        try:
+            self._reply(fetch, attempt, data, now, via_tcp)
+        except Exception:
+            log.exception("dns upstream answer failed server=%s", fetch.attempts[attempt][1])
+            if not fetch.done:
+                self._attempt_failed(fetch, attempt, now)
 
     def _tcp_result(self, fetch: Fetch, attempt: int, data: Optional[bytes], now: float) -> None:
         _sock, _server, qid = fetch.attempts[attempt]
@@ -418,7 +440,7 @@ class Forwarder:
             self.stats.rejected_replies += 1
             self._attempt_failed(fetch, attempt, now)
         else:
-            self._reply(fetch, attempt, data, now, via_tcp=True)
+            self._reply_guarded(fetch, attempt, data, now, via_tcp=True)
 
     def _attempt_failed(self, fetch: Fetch, attempt: int, now: float, down: bool = True) -> None:
         """This attempt is over; the latest one failing moves on to the next server.
