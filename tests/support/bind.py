@@ -159,6 +159,7 @@ logging {{
                 return self
             except (OSError, dns.exception.Timeout):
                 time.sleep(0.05)
+        self.stop()  # it started but does not answer: leave nothing running
         raise RuntimeError(f"named did not answer: {self.stderr()[-2000:]}")
 
     def stderr(self) -> str:
