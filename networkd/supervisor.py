@@ -137,6 +137,7 @@ class Supervisor:
         self.group_deadline = 0.0
         self.stop_deadline = 0.0
         self.dns_sockets: List[Tuple[socket.socket, socket.socket]] = []
+        self.plugin_socket: Optional[socket.socket] = None
         self.lock = PidLock(config.lock_filename)
         self.publisher: Any = None
         self.control: Optional[ControlServer] = None
@@ -165,10 +166,12 @@ class Supervisor:
 
         forkserver.ensure_running()  # before any ZeroMQ context or thread exists here
         self.node = nodeinfo.resolve(self.config)
-        specs = all_specs(self.config.dns_replicas, self.config.workers)
+        specs = all_specs(self.config.dns_replicas, self.config.workers, self.config.libnetwork)
         self.prepare_run_dir(specs)
         if any(s.module == "dns" for s in specs):
             self.open_dns_sockets()
+        if any(s.module == "netplugin" for s in specs):
+            self.open_plugin_socket()
         self.install_signals()
         import zmq
 
@@ -246,6 +249,8 @@ class Supervisor:
     def user_for(self, spec: WorkerSpec) -> str:
         if spec.user == "root":
             return "root"
+        if spec.user == "plugin":
+            return self.config.netplugin_user
         return self.config.dns_user if spec.user == "dns" else self.config.user
 
     def uid_for(self, spec: WorkerSpec) -> int:
@@ -265,6 +270,18 @@ class Supervisor:
                 f"-godns.addr: cannot listen on {host}:{port}: {exc.strerror}"
             ) from None
         log.info("dns sockets bound addr=%s:%d replicas=%d", host, port, len(self.dns_sockets))
+
+    def open_plugin_socket(self) -> None:
+        from networkd.netdriver.plugin_socket import open_plugin_socket
+
+        path = self.config.docker_plugin_socket
+        try:
+            self.plugin_socket = open_plugin_socket(path)
+        except OSError as exc:
+            raise StartupError(
+                f"-docker.plugin.socket: cannot listen on {path}: {exc.strerror or exc}"
+            ) from None
+        log.info("docker plugin socket bound path=%s", path)
 
     def install_signals(self) -> None:
         self._sig_r, self._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -290,6 +307,8 @@ class Supervisor:
         if wp.spec.module == "dns" and launch.replica < len(self.dns_sockets):
             udp, tcp = self.dns_sockets[launch.replica]
             fds = {"udp": udp, "tcp": tcp}
+        if wp.spec.module == "netplugin" and self.plugin_socket is not None:
+            fds = {"plugin": self.plugin_socket}
         process = self.mp.Process(
             target=worker_entry, args=(launch, fds), name=wp.name, daemon=False
         )
@@ -474,12 +493,22 @@ class Supervisor:
             new.godns_addr,
             new.dns_replicas,
         )
-        if dns_sockets_changed or old.workers != new.workers:
+        plugin_changed = (old.libnetwork, old.docker_plugin_socket) != (
+            new.libnetwork,
+            new.docker_plugin_socket,
+        )
+        if dns_sockets_changed or old.workers != new.workers or plugin_changed:
             log.warning(
-                "reload needs a restart of networkd for changes to -godns.addr, -dns.replicas or -workers"
+                "reload needs a restart of networkd for changes to -godns.addr, -dns.replicas, "
+                "-workers, -libnetwork or -docker.plugin.socket"
             )
             self.config = dataclasses.replace(
-                new, godns_addr=old.godns_addr, dns_replicas=old.dns_replicas, workers=old.workers
+                new,
+                godns_addr=old.godns_addr,
+                dns_replicas=old.dns_replicas,
+                workers=old.workers,
+                libnetwork=old.libnetwork,
+                docker_plugin_socket=old.docker_plugin_socket,
             )
         changed = [
             wp
@@ -575,5 +604,9 @@ class Supervisor:
         for udp, tcp in self.dns_sockets:
             udp.close()
             tcp.close()
+        if self.plugin_socket is not None:
+            from networkd.netdriver.plugin_socket import close_plugin_socket
+
+            close_plugin_socket(self.plugin_socket, self.config.docker_plugin_socket)
         if self.publisher is not None:
             self.publisher.close()

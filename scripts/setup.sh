@@ -32,6 +32,8 @@ getent group networkd >/dev/null || groupadd --system networkd
 getent passwd networkd >/dev/null || useradd --system -g networkd -d / -s /sbin/nologin networkd
 getent group networkd-dns >/dev/null || groupadd --system networkd-dns
 getent passwd networkd-dns >/dev/null || useradd --system -g networkd-dns -d / -s /sbin/nologin networkd-dns
+getent group networkd-plugin >/dev/null || groupadd --system networkd-plugin
+getent passwd networkd-plugin >/dev/null || useradd --system -g networkd-plugin -d / -s /sbin/nologin networkd-plugin
 
 # Debian's python3: its standard library is readable by the unprivileged workers (a
 # python under /root is not, once a worker has dropped to the networkd user).

@@ -24,7 +24,7 @@ NODE_FIELDS = ("hostname", "net_interface", "net_address")
 class WorkerSpec:
     name: str
     module: str
-    user: str  # "root", "user" (Config.user) or "dns" (Config.dns_user)
+    user: str  # "root", "user" (Config.user), "dns" (Config.dns_user), "plugin" (Config.netplugin_user)
     stop_group: int
     config_fields: Tuple[str, ...]
 
@@ -63,11 +63,32 @@ def dns_spec(replica: int) -> WorkerSpec:
     return WorkerSpec(f"dns.{replica}", "dns", "dns", 3, DNS_FIELDS)
 
 
-def all_specs(dns_replicas: int, only: Tuple[str, ...] = ()) -> List[WorkerSpec]:
+# Container networks (-libnetwork): the root netlinks changes links and routes on typed
+# requests of the netstore (user networkd, etcd), which answers the requests that the
+# netplugin (its own user, no etcd, no root) parsed from Docker. See docs/NETWORKS.md.
+NETLINKS = WorkerSpec("netlinks", "netlinks", "root", 2, ("user",))
+NETSTORE = WorkerSpec(
+    "netstore",
+    "netstore",
+    "user",
+    1,
+    ETCD_FIELDS
+    + NODE_FIELDS
+    + ("docker_endpoint", "netplugin_ttl", "netplugin_grace", "netplugin_user"),
+)
+NETPLUGIN = WorkerSpec("netplugin", "netplugin", "plugin", 0, ("docker_plugin_socket",))
+LIBNETWORK_SPECS = [NETLINKS, NETSTORE, NETPLUGIN]
+
+
+def all_specs(
+    dns_replicas: int, only: Tuple[str, ...] = (), libnetwork: bool = False
+) -> List[WorkerSpec]:
     """Workers in start order; ``only`` (the -workers flag) keeps the named ones ("dns" = all replicas)."""
     specs = (
         [WATCHER, RESOLVCONF, ELECTOR, APPLIER] + [dns_spec(i) for i in range(dns_replicas)] + [API]
     )
+    if libnetwork:
+        specs += LIBNETWORK_SPECS
     if only:
         specs = [s for s in specs if s.name in only or s.name.split(".")[0] in only]
     return specs
