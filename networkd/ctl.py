@@ -1,4 +1,4 @@
-"""``networkdctl``: status, tap and restart for a running networkd."""
+"""``networkdctl``: status, tap, restart and container networks of a running networkd."""
 
 import argparse
 import datetime
@@ -6,7 +6,7 @@ import json
 import signal
 import sys
 import time
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 from networkd.bus.codec import Envelope, to_plain
 from networkd.config import Config
@@ -40,20 +40,30 @@ def build_parser() -> argparse.ArgumentParser:
     p_tap.add_argument("--timeout", type=float, default=0.0, help="stop after this many seconds")
     p_restart = sub.add_parser("restart", help="restart one worker (dns restarts every replica)")
     p_restart.add_argument("worker")
+    p_net = sub.add_parser("net", help="container networks (Docker plugin, -libnetwork)")
+    net_sub = p_net.add_subparsers(dest="net_command", required=True)
+    p_list = net_sub.add_parser("list", help="networks, hosts and allocated addresses")
+    p_show = net_sub.add_parser("show", help="one network: blocks per host, endpoints, routes")
+    p_show.add_argument("name", help="Docker network name, subnet or etcd name")
+    for p in (p_list, p_show):
+        p.add_argument("--json", action="store_true", help="JSON")
+        p.add_argument("--wait", type=float, default=2.0, help="seconds to gather state")
     return parser
 
 
-def cmd_status(run_dir: str, as_json: bool, wait: float) -> int:
+def gather_state(run_dir: str, wait: float) -> Optional[Tuple[Any, Any]]:
+    """(context, BusView) with every live publisher's state, or None when none runs."""
     import zmq
 
-    from networkd import status
     from networkd.bus.view import BusView
 
     context = zmq.Context()
     view = BusView(context, run_dir, ["state."])
     if not view.live_sources():
         print(f"networkdctl: no networkd running with run dir {run_dir}", file=sys.stderr)
-        return 1
+        view.close()
+        context.destroy(0)
+        return None
     deadline = time.monotonic() + wait
     settled_at: Optional[float] = None
     while time.monotonic() < deadline:
@@ -65,6 +75,16 @@ def cmd_status(run_dir: str, as_json: bool, wait: float) -> int:
             settled_at = settled_at or time.monotonic()
             if time.monotonic() - settled_at > 0.15:
                 break
+    return context, view
+
+
+def cmd_status(run_dir: str, as_json: bool, wait: float) -> int:
+    from networkd import status
+
+    gathered = gather_state(run_dir, wait)
+    if gathered is None:
+        return 1
+    context, view = gathered
     doc = status.assemble(view.mirror, view.sources)
     view.close()
     context.destroy(0)
@@ -72,6 +92,37 @@ def cmd_status(run_dir: str, as_json: bool, wait: float) -> int:
         print(json.dumps(doc, indent=1, sort_keys=True))
     else:
         sys.stdout.write(status.render_text(doc))
+    return 0
+
+
+def cmd_net(run_dir: str, command: str, name: str, as_json: bool, wait: float) -> int:
+    from networkd.netdriver import view as netview
+
+    gathered = gather_state(run_dir, wait)
+    if gathered is None:
+        return 1
+    context, view = gathered
+    doc = netview.networks_document(view.mirror)
+    view.close()
+    context.destroy(0)
+    if command == "list":
+        out = (
+            json.dumps(doc, indent=1, sort_keys=True) + "\n"
+            if as_json
+            else netview.render_list(doc)
+        )
+        sys.stdout.write(out)
+        return 0
+    network = netview.find(doc, name)
+    if network is None:
+        print(f"networkdctl: no container network named {name!r}", file=sys.stderr)
+        return 1
+    out = (
+        json.dumps(network, indent=1, sort_keys=True) + "\n"
+        if as_json
+        else netview.render_show(network)
+    )
+    sys.stdout.write(out)
     return 0
 
 
@@ -140,6 +191,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return cmd_status(args.run_dir, args.json, args.wait)
     if args.command == "tap":
         return cmd_tap(args.run_dir, args.prefixes, args.json, args.count, args.timeout)
+    if args.command == "net":
+        name = getattr(args, "name", "")
+        return cmd_net(args.run_dir, args.net_command, name, args.json, args.wait)
     return cmd_restart(args.run_dir, args.worker)
 
 

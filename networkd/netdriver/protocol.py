@@ -11,7 +11,8 @@ Errors, as the protocol asks: an unknown path is ``NotFound`` (HTTP 404, which D
 takes as "not implemented"); a body that is not JSON or has fields of the wrong shape is
 ``BadRequest`` (HTTP 400, with ``{"Err": ...}`` naming the field); a well-formed request
 that cannot be done (an unknown mode, an unsupported option) is answered ``{"Err": ...}``
-(``Refused``), and Docker shows that text to the user.
+(``Refused``), and Docker shows that text to the user. (Docker's IPAM client reads the
+field ``Error`` where its network-driver client reads ``Err``: errors carry both.)
 """
 
 import ipaddress
@@ -344,7 +345,8 @@ def method_name(path: str) -> str:
 
 
 def error_body(message: str) -> Dict[str, Any]:
-    return {"Err": message}
+    """The network-driver API reads ``Err``, the IPAM API ``Error``: both are sent."""
+    return {"Err": message, "Error": message}
 
 
 def answer(request: Request, reply: m.Reply) -> Dict[str, Any]:

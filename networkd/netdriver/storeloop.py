@@ -193,7 +193,9 @@ class StoreLoop:
         """Rebuild the view if the mirror moved; keep route keys; publish."""
         self.view.update(self.mirror.snapshot())
         lease = (self.keeper.lease_id, self.keeper.generation)
-        if self.keeper.alive() and (self.view.version != self.routes_version or lease != self.lease_seen):
+        if self.keeper.alive() and (
+            self.view.version != self.routes_version or lease != self.lease_seen
+        ):
             try:
                 self.service.sync_routes(self.keeper.lease_id)
                 self.lease_seen = lease

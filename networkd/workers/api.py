@@ -1,4 +1,5 @@
-"""The api worker: HTTP on -api.addr with the status document, DNS config and metrics.
+"""The api worker: HTTP on -api.addr with the status document, DNS config, container
+networks (``/v1/networks``, as ``networkdctl net list --json``) and metrics.
 
 The bus is read in the main thread; HTTP requests are served by threads that only read
 the latest documents, which the main thread replaces whole (no locks needed).
@@ -11,6 +12,7 @@ from typing import Any, Callable, Dict, Tuple
 
 from networkd import status
 from networkd.bus.view import BusView
+from networkd.netdriver.view import networks_document
 from networkd.workers.base import EXIT_ERROR, WorkerContext
 
 Route = Callable[[], Tuple[str, bytes]]
@@ -63,10 +65,13 @@ class Documents:
         self.view = view
         self.node_address = node_address
         self.status: bytes = b"{}"
+        self.networks: bytes = b"[]"
 
     def refresh(self) -> None:
         doc = status.assemble(self.view.mirror, self.view.sources)
         self.status = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
+        nets = networks_document(self.view.mirror)
+        self.networks = json.dumps(nets, indent=1, sort_keys=True).encode() + b"\n"
 
     def dns_config(self) -> Tuple[str, bytes]:
         from networkd.dns.config_dump import render_from_mirrors
@@ -89,6 +94,7 @@ def main(ctx: WorkerContext) -> int:
     docs = Documents(view, ctx.node_address)
     routes: Dict[str, Route] = {
         "/v1/status": lambda: ("application/json", docs.status),
+        "/v1/networks": lambda: ("application/json", docs.networks),
         "/v1/dns/config": docs.dns_config,
         "/metrics": docs.metrics,
     }

@@ -47,7 +47,7 @@ class Dockerd:
         self.extra_args = list(extra_args)
         self.groups = list(groups)
         self.log_path = os.path.join(self.dir, "dockerd.log")
-        self.proc: Optional["subprocess.Popen[bytes]"] = None
+        self.proc: Optional[subprocess.Popen[bytes]] = None
         self.start()
 
     def command(self) -> List[str]:
@@ -75,9 +75,7 @@ class Dockerd:
 
     def start(self, timeout: float = 60.0) -> None:
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=log, start_new_session=True
-        )
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, start_new_session=True)
         log.close()
         wait_for(
             lambda: self.docker("info", check=False).returncode == 0, timeout, what="dockerd up"
@@ -116,6 +114,7 @@ class Dockerd:
                 local = os.path.join(self.dir, os.path.basename(path))
                 with open(local, "w") as f:
                     f.write(text)
+                os.chmod(local, 0o755 if text.startswith("#!") else 0o644)
                 tar.add(local, arcname=path.lstrip("/"))
         with open(rootfs, "rb") as f:
             self.docker("import", "-", tag, stdin=f.read())
@@ -125,10 +124,39 @@ class Dockerd:
         return data[0]  # type: ignore[no-any-return]
 
     def kill(self) -> None:
-        """SIGKILL dockerd (its containers keep running until it starts again)."""
+        """SIGKILL dockerd and its containerd (the containers keep running until dockerd
+        starts again and cleans them up)."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+        # dockerd trusts containerd's pid file; on a busy machine the dead containerd's pid
+        # may already belong to another process, and dockerd would wait on it forever.
+        for pidfile in ("exec/containerd/containerd.pid", "docker.pid"):
+            try:
+                os.unlink(os.path.join(self.dir, pidfile))
+            except FileNotFoundError:
+                pass
+
+    def leftover_pids(self) -> List[int]:
+        try:
+            ids = os.listdir(os.path.join(self.dir, "data", "containers"))
+        except OSError:
+            return []
+        marks = [f"/docker/{cid}" for cid in ids] + [f"-id {cid}" for cid in ids]
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cgroup") as f:
+                    cgroup = f.read()
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if any(m in cgroup or m in cmdline for m in marks):
+                pids.append(int(entry))
+        return pids
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -140,19 +168,17 @@ class Dockerd:
                 self.proc.wait(5)
 
     def close(self) -> None:
-        self.docker("ps", "-aq", check=False)
-        ids = self.out("ps", "-aq", check=False).split()
-        if ids and self.proc is not None and self.proc.poll() is None:
-            self.docker("rm", "-f", *ids, check=False, timeout=120)
+        if self.proc is not None and self.proc.poll() is None:
+            ids = self.out("ps", "-aq", check=False).split()
+            if ids:
+                self.docker("rm", "-f", *ids, check=False, timeout=120)
         self.stop()
-        # containerd-shims outlive a killed dockerd: end those of this daemon
-        pids = subprocess.run(
-            ["pgrep", "-f", os.path.join(self.dir, "exec")], capture_output=True, text=True
-        ).stdout.split()
-        for pid in pids:
+        # After a failure, containers (and their shims) may outlive dockerd: end the
+        # processes of this daemon's containers, found by their cgroups.
+        for pid in self.leftover_pids():
             try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
                 pass
         time.sleep(0.2)
         for sub in ("exec", "data"):
