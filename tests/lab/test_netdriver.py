@@ -11,10 +11,12 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Callable, Dict, Iterator, List, Set
 
 import pytest
 
+from tests.lab.lab import LabNode
 from tests.lab.netlab import NetLab, ping_all
 from tests.support.daemon import wait_for
 
@@ -175,8 +177,12 @@ def test_a_stopped_container_and_a_removed_network_leave_nothing(netlab: NetLab)
     netlab.remove_network("n1")
     assert netlab.etcd_keys() == {}
     for node in netlab.nodes:
-        wait_for(lambda n=node: not netlab.our_routes(n), 5, what=f"no routes on {node.name}")
+        wait_for(partial(no_routes, netlab, node), 5, what=f"no routes on {node.name}")
         assert not netlab.our_links(node)
+
+
+def no_routes(netlab: NetLab, node: LabNode) -> bool:
+    return not netlab.our_routes(node)
 
 
 def test_bad_requests_show_the_plugins_error_and_create_nothing(netlab: NetLab) -> None:
