@@ -7,7 +7,7 @@ cd "$here"
 
 apt_packages=(etcd-server etcd-client iptables iproute2 dnsutils dnsmasq-base dnsperf
               docker.io busybox-static rpm tcpdump procps psmisc python3-venv
-              openssl systemd groff-base util-linux passwd)
+              openssl systemd groff-base util-linux passwd iperf3)
 
 missing=()
 for p in "${apt_packages[@]}"; do
