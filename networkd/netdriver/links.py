@@ -15,6 +15,7 @@ from networkd.netdriver.routes import (
     KIND_LOCAL,
     KIND_REMOTE,
     KIND_UNREACHABLE,
+    LINK_GATEWAY,
     ROUTE_PROTO,
     Route,
     RoutePlan,
@@ -94,10 +95,17 @@ class LinkTable:
         return index
 
     def create_veth(self, host: str, peer: str) -> bool:
-        """A veth pair, host side up with proxy ARP (it answers for every routed address)."""
+        """A veth pair, host side up with the containers' gateway address and proxy ARP."""
         created = self._add(host, kind="veth", peer={"ifname": peer})
         index = self.index(host)
         self._route().link("set", index=index, state="up")
+        try:
+            self._route().addr(
+                "add", index=index, address=LINK_GATEWAY, prefixlen=32, scope=RT_SCOPE_LINK
+            )
+        except Exception as exc:
+            if _errno(exc) != errno.EEXIST:
+                raise LinkError(f"cannot give {host} the gateway address: {exc}") from None
         # The container's default route is on-link: the host side must answer its ARP for
         # any address (proxy_arp) without the default 0.8 s proxy delay.
         self.write_sysctl(f"conf/{host}/proxy_arp", "1")

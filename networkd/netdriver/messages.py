@@ -135,7 +135,7 @@ class Reply:
     address: str = ""
     ifname: str = ""
     gateway: str = ""
-    default_route: bool = False
+    gateway_on_link: bool = False  # reach the gateway through a connected /32 route
     info: Dict[str, str] = field(default_factory=dict)
 
 

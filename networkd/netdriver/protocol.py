@@ -361,14 +361,14 @@ def answer(request: Request, reply: m.Reply) -> Dict[str, Any]:
         return {"Value": dict(reply.info)}
     if isinstance(request, m.Join):
         routes = []
-        if reply.default_route:
-            # Every destination is on-link: the host side answers ARP (proxy ARP) and
-            # routes. No Docker gateway bridge is added (ipvlan L3's model).
-            routes.append({"Destination": "0.0.0.0/0", "RouteType": ROUTE_CONNECTED})
+        if reply.gateway_on_link:
+            # The gateway is not in the container's subnet (routed mode: an address of
+            # the host side of its veth): a connected route to it first. Docker adds the
+            # default route through it, so other networks of the container can coexist.
+            routes.append({"Destination": f"{reply.gateway}/32", "RouteType": ROUTE_CONNECTED})
         return {
             "InterfaceName": {"SrcName": reply.ifname, "DstPrefix": CONTAINER_PREFIX},
             "Gateway": reply.gateway,
             "StaticRoutes": routes,
-            "DisableGatewayService": reply.default_route,
         }
     return {}

@@ -19,6 +19,11 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Set, Tuple
 
 ROUTE_PROTO = 77  # "networkd": marks our routes, so leftovers are found after a restart
+# The default gateway of routed (and ipvlan l3) containers: a link-local address that every
+# host-side veth holds, so the host answers the container's ARP for it; the container
+# reaches it through a connected /32 route. Other addresses of the container's subnet are
+# on-link too (the subnet's mask): the host side answers for them by proxy ARP.
+LINK_GATEWAY = "169.254.1.1"
 ID_CHARS = 12
 
 HOST_VETH = "nr"  # routed: the host side of the container's veth

@@ -22,6 +22,7 @@ from networkd.netdriver import ipam
 from networkd.netdriver import messages as m
 from networkd.netdriver.cluster import ClusterView, NetworkState
 from networkd.netdriver.reconcile import ReclaimPlan
+from networkd.netdriver.routes import LINK_GATEWAY
 from networkd.netdriver.records import (
     AddressRecord,
     BlockRecord,
@@ -439,12 +440,9 @@ class NetService:
             raise Refusal(reply.error)
         record = self._known(net).record
         assert record is not None
-        on_link = record.mode == "routed" or record.ipvlan_mode == "l3"
-        return m.Reply(
-            ifname=reply.ifname,
-            gateway="" if on_link else record.gateway,
-            default_route=on_link,
-        )
+        if record.mode == "routed" or record.ipvlan_mode == "l3":
+            return m.Reply(ifname=reply.ifname, gateway=LINK_GATEWAY, gateway_on_link=True)
+        return m.Reply(ifname=reply.ifname, gateway=record.gateway)
 
     def leave(self, req: m.Leave) -> m.Reply:
         reply = self.links(m.DeleteLink(req.endpoint_id))

@@ -51,7 +51,12 @@ def reconcile_interval(grace: float) -> float:
 
 
 class DockerQuery(threading.Thread):
-    """Asks Docker's API for its networks every ``interval`` seconds; results on a queue."""
+    """Asks Docker's API for its networks every ``interval`` seconds; results on a queue.
+
+    ``soon()`` asks for a query a second from now: a network Docker just created gets its
+    name in the view without waiting a whole interval."""
+
+    SOON_S = 1.0
 
     def __init__(self, endpoint: str, interval: float, out: "queue.Queue[Any]") -> None:
         super().__init__(name="docker-query", daemon=True)
@@ -59,9 +64,16 @@ class DockerQuery(threading.Thread):
         self.interval = interval
         self.out = out
         self.stop = threading.Event()
+        self._next = time.monotonic() + interval
+
+    def soon(self) -> None:
+        self._next = min(self._next, time.monotonic() + self.SOON_S)
 
     def run(self) -> None:
-        while not self.stop.wait(self.interval):
+        while not self.stop.wait(0.1):
+            if time.monotonic() < self._next:
+                continue
+            self._next = time.monotonic() + self.interval
             started = time.time()
             try:
                 result: Any = docker_api.networks(self.path)
@@ -95,9 +107,8 @@ class StoreLoop:
             self.store, self.view, self.hostname, ctx.node_address, self.call_links
         )
         self.plugin_uid = _uid(config.netplugin_user)
-        self.server = ChannelServer(
-            os.path.join(ctx.run_dir, "bus", ctx.name, REQUESTS_SOCKET), self.allow, self.handle
-        )
+        self.server_path = os.path.join(ctx.run_dir, "bus", ctx.name, REQUESTS_SOCKET)
+        self.server: Optional[ChannelServer] = None
         self.pub = ctx.publisher()
         self.counters_topic = self.pub.state("state.netstore")
         self.topics: Dict[str, Any] = {}
@@ -132,9 +143,17 @@ class StoreLoop:
         except ChannelError as exc:
             return m.Reply(error=f"networkd netlinks unavailable: {exc}")
 
+    def listen(self) -> ChannelServer:
+        """Requests are taken only once the networks were read from etcd: until then the
+        plugin's requests wait (its client retries the connection), none is refused."""
+        if self.server is None:
+            self.server = ChannelServer(self.server_path, self.allow, self.handle)
+            log.info("netstore serving requests path=%s", self.server_path)
+        return self.server
+
     def handle(self, request: Any, peer: Peer) -> m.Reply:
-        if not self.mirror.synced:
-            return m.Reply(error="networkd has not read the networks from etcd yet")
+        if isinstance(request, m.CreateNetwork):
+            self.docker.soon()
         try:
             reply = self.service.handle(request)
         except Exception as exc:
@@ -154,11 +173,12 @@ class StoreLoop:
         self.docker.start()
         log.info("netstore started host=%s address=%s grace_s=%.0f", self.hostname,
                  self.ctx.node_address or "-", self.grace)  # fmt: skip
-        poller_key: Tuple[int, ...] = ()
+        poller_key: Optional[Tuple[int, ...]] = None
         poller = zmq.Poller()
         try:
             while not self.ctx.stopping:
-                fds = tuple(self.server.fds())
+                server = self.listen() if self.mirror.synced else None
+                fds = tuple(server.fds()) if server is not None else ()
                 if fds != poller_key:
                     poller_key = fds
                     poller = zmq.Poller()
@@ -170,8 +190,8 @@ class StoreLoop:
                 dirty = self._wake_r in ready
                 if dirty:
                     self._drain_wake()
-                if self.mirror.synced:
-                    dirty = self.server.serve(ready) > 0 or dirty or self.published_version < 0
+                if server is not None:
+                    dirty = server.serve(ready) > 0 or dirty or self.published_version < 0
                     dirty = self.reconcile() or dirty
                     if dirty:
                         self.after_change()
@@ -308,7 +328,8 @@ class StoreLoop:
     def close(self) -> None:
         STOP_EVENT.set()
         self.docker.stop.set()
-        self.server.close()
+        if self.server is not None:
+            self.server.close()
         self.links.close()
         self.keeper.stop()  # the lease stays: a quick restart resumes it, no route moves
         self.mirror.stop()

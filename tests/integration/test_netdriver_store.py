@@ -105,7 +105,7 @@ def test_gateway_mode_overlap_and_cleanup(hosts: Tuple[Host, Host], etcd: EtcdSe
     ip = a.ok(m.RequestAddress(pool)).address
     a.ok(m.CreateEndpoint(NID_A, "e" * 64, ip))
     join = a.ok(m.Join(NID_A, "e" * 64))
-    assert join.gateway == "10.50.0.1" and not join.default_route  # L2: the real gateway
+    assert join.gateway == "10.50.0.1" and not join.gateway_on_link  # L2: the real gateway
     assert a.links[-1] == m.CreateLink("e" * 64, "macvlan", ip.split("/")[0], "", "")
     foreign = b.service.handle(m.CreateEndpoint(NID_A, "f" * 64, ip))
     assert "is not a networkd network on this host" in foreign.error

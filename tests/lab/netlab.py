@@ -124,19 +124,38 @@ class NetLab:
             self.docker(index, *args, name)
 
     def remove_network(self, name: str, nodes: Sequence[int] = (0, 1)) -> None:
-        """``docker network rm`` on each node (retried while Docker still finishes the
-        removal of containers' endpoints)."""
+        """``docker network rm`` on each node, retried while Docker still removes the
+        containers' endpoints. An endpoint Docker kept after a start failed while the
+        plugin was down is disconnected by force first, as an operator would."""
         for index in nodes:
             deadline = time.monotonic() + 20
             while True:
                 result = self.dockerds[index].docker("network", "rm", name, check=False)
                 if result.returncode == 0:
                     break
+                if b"active endpoints" in result.stderr:
+                    self.disconnect_stale(index, name)
                 if time.monotonic() > deadline:
                     raise AssertionError(
                         f"docker network rm {name} on node {index + 1}: {result.stderr!r}"
                     )
                 time.sleep(0.5)
+
+    def stale_endpoints(self, index: int, network: str) -> List[str]:
+        """Endpoint names Docker lists on ``network`` with no running container."""
+        detail = self.apis[index].request("GET", f"/networks/{network}")
+        running = set(self.apis[index].running())
+        return [
+            str(info.get("Name"))
+            for cid, info in (detail.get("Containers") or {}).items()
+            if cid not in running
+        ]
+
+    def disconnect_stale(self, index: int, network: str) -> None:
+        for endpoint in self.stale_endpoints(index, network):
+            self.dockerds[index].docker(
+                "network", "disconnect", "-f", network, endpoint, check=False
+            )
 
     def run(self, index: int, network: str, *cmd: str, name: str = "") -> Tuple[str, str]:
         """Start a container; (id, address on ``network``)."""
@@ -151,12 +170,17 @@ class NetLab:
     def clear_all(self) -> None:
         """No container and no network of a test left behind (after a failure too)."""
         self.clear_containers()
+        problems = []
         for index in range(len(self.dockerds)):
             names = self.docker(index, "network", "ls", "--format", "{{.Name}} {{.Driver}}")
             for line in names.splitlines():
                 name, driver = line.split()
                 if driver in ("networkd", "macvlan"):
-                    self.remove_network(name, nodes=(index,))
+                    try:
+                        self.remove_network(name, nodes=(index,))
+                    except AssertionError as exc:
+                        problems.append(str(exc))
+        assert not problems, problems
 
     # -- observing ------------------------------------------------------------------------
 

@@ -38,12 +38,10 @@ def clean(netlab: NetLab) -> Iterator[None]:
     netlab.clear_all()
 
 
-def exchange(netlab: NetLab, client: int, server_ip: str) -> str:
-    """A TCP line from a container on node ``client`` to the reply server at ``server_ip``."""
-    return netlab.docker(
-        client, "run", "--rm", "--network", "n1", "bb:local",
-        "sh", "-c", f"echo hello | nc -w 3 {server_ip} 7000",
-    )  # fmt: skip
+def exchange(netlab: NetLab, index: int, container: str, server_ip: str) -> str:
+    """A TCP line from ``container`` on node ``index`` to the reply server at ``server_ip``."""
+    script = f"echo hello | nc -w 3 {server_ip} 7000"
+    return netlab.docker(index, "exec", container, "sh", "-c", script)
 
 
 def cross_host(netlab: NetLab) -> None:
@@ -56,35 +54,26 @@ def cross_host(netlab: NetLab) -> None:
     assert a_ip and b_ip and a_ip != b_ip
     assert "0% packet loss" in netlab.docker(0, "exec", a_id, "ping", "-c", "2", "-W", "2", b_ip)
     assert "0% packet loss" in netlab.docker(1, "exec", b_id, "ping", "-c", "2", "-W", "2", a_ip)
-    assert exchange(netlab, 0, b_ip) == f"{b_id[:12]} got hello"
-    assert exchange(netlab, 1, a_ip) == f"{a_id[:12]} got hello"
+    assert exchange(netlab, 0, a_id, b_ip) == f"{b_id[:12]} got hello"
+    assert exchange(netlab, 1, b_id, a_ip) == f"{a_id[:12]} got hello"
 
 
 def test_routed_network_spans_both_hosts(netlab: NetLab) -> None:
     netlab.create_network("n1", ROUTED, "routed")
-    try:
-        cross_host(netlab)
-        for node in netlab.nodes:
-            routes = netlab.our_routes(node)
-            assert any("via" in r for r in routes), routes  # the other host's block
-            assert any("unreachable" in r for r in routes), routes  # its own block
-    finally:
-        netlab.clear_containers()
-        netlab.remove_network("n1")
+    cross_host(netlab)
+    for node in netlab.nodes:
+        routes = netlab.our_routes(node)
+        assert any("via" in r for r in routes), routes  # the other host's block
+        assert any("unreachable" in r for r in routes), routes  # its own block
 
 
 def test_macvlan_network_spans_both_hosts(netlab: NetLab) -> None:
     netlab.create_network("n1", "10.51.0.0/16", "macvlan", parent="eth0")
-    try:
-        cross_host(netlab)
-    finally:
-        netlab.clear_containers()
-        netlab.remove_network("n1")
+    cross_host(netlab)
 
 
 def start_fifty_each(netlab: NetLab, network: str) -> List[List[str]]:
-    """50 containers per node, all 100 started at once; their addresses per node."""
-
+    """50 containers per node, all 100 started at once; their IDs per node."""
     with ThreadPoolExecutor(max_workers=2) as pool:
         batches = list(
             pool.map(
@@ -92,13 +81,16 @@ def start_fifty_each(netlab: NetLab, network: str) -> List[List[str]]:
                 (0, 1),
             )
         )
-    addresses = []
-    for index, batch in enumerate(batches):
+    ids = []
+    for batch in batches:
         errors = [error for cid, error in batch if cid is None]
         assert not errors, errors[:3]
-        api = netlab.apis[index]
-        addresses.append([api.address(cid, network) for cid, _ in batch if cid])
-    return addresses
+        ids.append([cid for cid, _ in batch if cid])
+    return ids
+
+
+def addresses_on(netlab: NetLab, ids: List[List[str]], network: str) -> List[List[str]]:
+    return [[netlab.apis[i].address(cid, network) for cid in ids[i]] for i in (0, 1)]
 
 
 def side_by_side(title: str, per_node: List[List[str]]) -> Set[str]:
@@ -118,38 +110,30 @@ def _ip_order(address: str) -> int:
 
 def test_hundred_containers_get_distinct_reachable_addresses(netlab: NetLab) -> None:
     netlab.create_network("n1", ROUTED, "routed")
-    try:
-        started = time.monotonic()
-        ours = start_fifty_each(netlab, "n1")
-        elapsed = time.monotonic() - started
-        everyone = ours[0] + ours[1]
-        assert len(everyone) == 100 and len(set(everyone)) == 100
-        assert not side_by_side(f"networkd routed ({elapsed:.1f}s to start 100)", ours)
-        # Every container answers from the other node (routed through its host's block).
-        for here, there in ((0, 1), (1, 0)):
-            answered = ping_all(netlab.nodes[here].ns, ours[there], timeout=15)
-            assert answered == set(ours[there]), sorted(set(ours[there]) - answered)
-        allocated = netlab.allocations(ROUTED_NET)
-        assert {ip for ip, v in allocated.items() if v["kind"] == "container"} == set(everyone)
-    finally:
-        netlab.clear_containers()
-        netlab.remove_network("n1")
+    started = time.monotonic()
+    ids = start_fifty_each(netlab, "n1")
+    elapsed = time.monotonic() - started
+    ours = addresses_on(netlab, ids, "n1")
+    everyone = ours[0] + ours[1]
+    assert len(everyone) == 100 and len(set(everyone)) == 100
+    assert not side_by_side(f"networkd routed, 100 containers started in {elapsed:.1f}s", ours)
+    # Every container answers from the other node (routed through its host's block).
+    for here, there in ((0, 1), (1, 0)):
+        answered = ping_all(netlab.nodes[here].ns, ours[there], timeout=15)
+        assert answered == set(ours[there]), sorted(set(ours[there]) - answered)
+    allocated = netlab.allocations(ROUTED_NET)
+    assert {ip for ip, v in allocated.items() if v["kind"] == "container"} == set(everyone)
 
-    # Docker's own macvlan driver with its default IPAM, same subnet on both hosts.
+    # The same 100 containers, 50 per node, attached at once to Docker's own macvlan
+    # driver with its default IPAM on one subnet: each host hands out the same addresses.
     for index in (0, 1):
         netlab.docker(index, "network", "create", "-d", "macvlan", "--subnet", "10.52.0.0/16",
                       "-o", "parent=eth0", "dmv")  # fmt: skip
-    try:
-        started = time.monotonic()
-        theirs = start_fifty_each(netlab, "dmv")
-        elapsed = time.monotonic() - started
-        shared = side_by_side(
-            f"Docker macvlan + default IPAM ({elapsed:.1f}s to start 100)", theirs
-        )
-        assert shared, "Docker's per-host IPAM handed out no address twice?"
-    finally:
-        netlab.clear_containers()
-        netlab.remove_network("dmv")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        errors = list(pool.map(lambda i: netlab.apis[i].connect_many("dmv", ids[i]), (0, 1)))
+    assert errors == [[], []], errors
+    shared = side_by_side("Docker macvlan + default IPAM", addresses_on(netlab, ids, "dmv"))
+    assert shared, "Docker's per-host IPAM handed out no address twice?"
 
 
 def host_route(netlab: NetLab, index: int, address: str) -> bool:
@@ -258,6 +242,8 @@ def test_kills_during_container_starts_lose_and_leak_nothing(netlab: NetLab) -> 
 
     start_while(netlab, 20, kill_plugin_worker, 0.8)
     start_while(netlab, 20, kill_networkd, 0.8)
+    # Docker keeps an endpoint whose removal failed while the plugin was down; say so.
+    print(f"stale Docker endpoints: {netlab.stale_endpoints(0, 'n1')}")
 
     api = netlab.apis[0]
     running = api.running()
@@ -338,7 +324,8 @@ def test_operator_view(netlab: NetLab) -> None:
         assert result.returncode == 0, result.stderr
         doc = json.loads(result.stdout)
         hosts = {h["host"]: h for n in doc for h in n["hosts"]}
-        ready = len(hosts) == 2 and all(h["endpoints"] for h in hosts.values())
+        named = all(n["names"] for n in doc)  # Docker's names, from its API
+        ready = named and len(hosts) == 2 and all(h["endpoints"] for h in hosts.values())
         return doc if ready else []
 
     doc = wait_for(listed, 10, what="both hosts' endpoints in networkdctl net list")

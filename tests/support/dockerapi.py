@@ -104,6 +104,19 @@ class DockerApi:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(one, range(count)))
 
+    def connect_many(self, network: str, ids: Sequence[str], workers: int = 50) -> List[str]:
+        """Attach running containers to another network at once; errors, if any."""
+
+        def one(container_id: str) -> str:
+            try:
+                self.request("POST", f"/networks/{network}/connect", {"Container": container_id})
+                return ""
+            except (DockerApiError, OSError) as exc:
+                return str(exc)
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return [e for e in pool.map(one, ids) if e]
+
     def inspect(self, container_id: str) -> Dict[str, Any]:
         return self.request("GET", f"/containers/{container_id}/json")  # type: ignore[no-any-return]
 

@@ -187,16 +187,16 @@ def test_http_status_and_error_body_per_kind_of_problem() -> None:
 
 def test_answers_render_the_netstore_reply() -> None:
     join = m.Join(NID, EID)
-    routed = protocol.answer(join, m.Reply(ifname="ncbbbbbbbbbbbb", default_route=True))
+    routed = protocol.answer(
+        join, m.Reply(ifname="ncbbbbbbbbbbbb", gateway="169.254.1.1", gateway_on_link=True)
+    )
     assert routed == {
         "InterfaceName": {"SrcName": "ncbbbbbbbbbbbb", "DstPrefix": "eth"},
-        "Gateway": "",
-        "StaticRoutes": [{"Destination": "0.0.0.0/0", "RouteType": 1}],
-        "DisableGatewayService": True,
+        "Gateway": "169.254.1.1",
+        "StaticRoutes": [{"Destination": "169.254.1.1/32", "RouteType": 1}],
     }
     l2 = protocol.answer(join, m.Reply(ifname="nmbbbbbbbbbbbb", gateway="10.50.0.1"))
     assert l2["Gateway"] == "10.50.0.1" and l2["StaticRoutes"] == []
-    assert not l2["DisableGatewayService"]
     pool = protocol.answer(
         m.RequestPool("10.50.0.0/16"), m.Reply(pool_id="10.50.0.0-16", pool="10.50.0.0/16")
     )
