@@ -22,7 +22,6 @@ from networkd.netdriver import ipam
 from networkd.netdriver import messages as m
 from networkd.netdriver.cluster import ClusterView, NetworkState
 from networkd.netdriver.reconcile import ReclaimPlan
-from networkd.netdriver.routes import LINK_GATEWAY
 from networkd.netdriver.records import (
     AddressRecord,
     BlockRecord,
@@ -31,6 +30,7 @@ from networkd.netdriver.records import (
     NetworkRecord,
     RouteRecord,
 )
+from networkd.netdriver.routes import LINK_GATEWAY
 from networkd.netdriver.store import Absent, Condition, NetStore, Put, RangeEmpty
 
 log = logging.getLogger("networkd.netstore")
