@@ -10,6 +10,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Set, Tuple
 
+from networkd import keys
 from networkd.netdriver import records
 from networkd.netdriver.records import (
     AddressRecord,
@@ -118,5 +119,5 @@ class ClusterView:
         """Every network's subnet by network name (records and any sub-key's network)."""
         out = {}
         for net in self.networks:
-            out[net] = ipaddress.IPv4Network(records.keys.cidr_of_name(net))
+            out[net] = ipaddress.IPv4Network(keys.cidr_of_name(net))
         return out
