@@ -76,7 +76,9 @@ NETSTORE = WorkerSpec(
     + NODE_FIELDS
     + ("docker_endpoint", "netplugin_ttl", "netplugin_grace", "netplugin_user"),
 )
-NETPLUGIN = WorkerSpec("netplugin", "netplugin", "plugin", 0, ("docker_plugin_socket",))
+NETPLUGIN = WorkerSpec(
+    "netplugin", "netplugin", "plugin", 0, ("docker_plugin_socket", "netplugin_user")
+)
 LIBNETWORK_SPECS = [NETLINKS, NETSTORE, NETPLUGIN]
 
 
