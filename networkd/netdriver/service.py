@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Sequence
 
 from networkd import keys
 from networkd.netdriver import ipam
@@ -108,10 +108,10 @@ class NetService:
 
     def commit(
         self,
-        conditions: List[Condition],
-        puts: List[Put] = (),  # type: ignore[assignment]
-        deletes: List[str] = (),  # type: ignore[assignment]
-        delete_prefixes: List[str] = (),  # type: ignore[assignment]
+        conditions: Sequence[Condition],
+        puts: Sequence[Put] = (),
+        deletes: Sequence[str] = (),
+        delete_prefixes: Sequence[str] = (),
     ) -> bool:
         """One transaction; on a lost race, wait for the mirror to catch up and refresh."""
         result = self.store.commit(conditions, puts, deletes, delete_prefixes)
