@@ -240,8 +240,8 @@ def test_kills_during_container_starts_lose_and_leak_nothing(netlab: NetLab) -> 
         time.sleep(0.5)
         netlab.restart_networkd(node)
 
-    start_while(netlab, 20, kill_plugin_worker, 0.8)
-    start_while(netlab, 20, kill_networkd, 0.8)
+    start_while(netlab, 12, kill_plugin_worker, 0.5)
+    start_while(netlab, 12, kill_networkd, 0.5)
     # Docker keeps an endpoint whose removal failed while the plugin was down; say so.
     print(f"stale Docker endpoints: {netlab.stale_endpoints(0, 'n1')}")
 
