@@ -99,6 +99,14 @@ class LinkLoop:
         return None
 
     def handle(self, request: Any, peer: Peer) -> m.Reply:
+        started = time.perf_counter()
+        try:
+            return self._handle(request)
+        finally:
+            log.debug("request done request=%s ms=%.1f", type(request).__name__,
+                      (time.perf_counter() - started) * 1000)  # fmt: skip
+
+    def _handle(self, request: Any) -> m.Reply:
         try:
             if isinstance(request, m.CheckParent):
                 return self.check_parent(request)

@@ -154,6 +154,7 @@ class StoreLoop:
     def handle(self, request: Any, peer: Peer) -> m.Reply:
         if isinstance(request, m.CreateNetwork):
             self.docker.soon()
+        started = time.perf_counter()
         try:
             reply = self.service.handle(request)
         except Exception as exc:
@@ -163,6 +164,8 @@ class StoreLoop:
                 "request failed request=%s reason=%s", type(request).__name__, describe_error(exc)
             )
             return m.Reply(error=f"etcd: {describe_error(exc)}")
+        log.debug("request done request=%s ms=%.1f", type(request).__name__,
+                  (time.perf_counter() - started) * 1000)  # fmt: skip
         return reply
 
     # -- the loop --------------------------------------------------------------------------
