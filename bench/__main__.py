@@ -1,7 +1,7 @@
 """``python -m bench [NAME ...]``: run the benchmarks and print their figures.
 
 Each benchmark module has ``main() -> None`` and prints its own table, with ratios
-against real peers (dnsmasq, keepalived-like figures) where the issue asks for them.
+against real peers (dnsmasq, keepalived) run side by side where the issue asks for them.
 """
 
 import importlib
@@ -9,7 +9,7 @@ import sys
 import time
 from typing import List
 
-ORDER = ["bus", "respawn", "etcd_state", "dns", "failover", "netdriver"]
+ORDER = ["bus", "respawn", "etcd_state", "dns", "failover", "chaos", "scale", "netdriver"]
 
 
 def main(argv: List[str]) -> int:

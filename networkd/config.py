@@ -1,8 +1,10 @@
 """The daemon's configuration: one frozen dataclass built from the command line.
 
 Flags keep the Go daemon's single-dash spelling (``-etcd.endpoint``); new options follow
-the same style. Every worker receives the whole Config; ``section_digest`` tells the
-supervisor, on HUP, which workers a change affects.
+the same style. Each worker receives a Config holding only the fields it uses (the rest
+at their defaults: ``networkd.workers.worker_config``), so etcd credentials reach the
+watcher and the elector alone; ``section_digest`` tells the supervisor, on HUP, which
+workers a change affects.
 """
 
 import argparse
@@ -46,15 +48,20 @@ class Config:
     # users
     user: str = "networkd"
     dns_user: str = "networkd-dns"
+    user_fallback: str = ""
     # DNS
     godns_addr: str = "127.0.0.1:53"
     dns_replicas: int = 2
     dns_ttl: int = 600
     api_addr: str = "127.0.0.1:3000"
+    api_token_file: str = ""
     # VIPs
     vip_ttl: float = 2.0
     vip_fencing: str = "hold"
     vip_garp_refresh: float = 60.0
+    vip_checks_dir: str = "/etc/networkd/checks.d"
+    vip_notify: str = ""
+    vip_notify_timeout: float = 10.0
     # leader jobs and ACL
     tinydns: bool = False
     swarm: bool = False
@@ -134,13 +141,34 @@ FLAGS: Dict[str, Tuple[str, str, str]] = {
     "docker.endpoint": ("docker_endpoint", "str", "Docker socket for the optional running-check"),
     "user": ("user", "str", "user of the unprivileged workers"),
     "dns.user": ("dns_user", "str", "user of the DNS replicas"),
+    "user.fallback": (
+        "user_fallback",
+        "str",
+        "account to run as when -user or -dns.user does not exist (e.g. nobody); empty: exit 78",
+    ),
     "godns.addr": ("godns_addr", "str", "DNS listen address"),
     "dns.replicas": ("dns_replicas", "int", "number of DNS replica processes"),
     "dns.ttl": ("dns_ttl", "int", "TTL of answers for local names"),
     "api.addr": ("api_addr", "str", "HTTP API listen address"),
+    "api.token-file": (
+        "api_token_file",
+        "str",
+        "file holding the bearer token that allows VIP writes over HTTP (unset: writes 403)",
+    ),
     "vip.ttl": ("vip_ttl", "float", "node lease TTL in seconds"),
     "vip.fencing": ("vip_fencing", "str", "hold or strict: what an owner does when etcd is lost"),
     "vip.garp.refresh": ("vip_garp_refresh", "float", "seconds between gratuitous ARP refreshes"),
+    "vip.checks.dir": (
+        "vip_checks_dir",
+        "str",
+        "directory of this node's VIP check files (the only checks that may exec)",
+    ),
+    "vip.notify": (
+        "vip_notify",
+        "str",
+        "executable run as IP OLD NEW on each local VIP state change",
+    ),
+    "vip.notify.timeout": ("vip_notify_timeout", "float", "seconds a -vip.notify run may take"),
     "tinydns": ("tinydns", "bool", "leader job: tinydns domain servers"),
     "swarm": ("swarm", "bool", "leader job: swarm.lain"),
     "webrouter": ("webrouter", "bool", "leader job: webrouter tinydns fqdns"),
@@ -172,6 +200,32 @@ FLAGS: Dict[str, Tuple[str, str, str]] = {
     "workers": ("workers", "list", "run only these workers (testing aid), comma-separated"),
     "verbose": ("verbose", "bool", "debug logging"),
 }
+
+
+# Flags whose values are secrets: masked wherever the command line is shown.
+SECRET_FLAGS = ("etcd.password",)
+MASK = "<hidden>"
+
+
+def mask_secrets(argv: Sequence[str]) -> List[str]:
+    """The command line with the values of SECRET_FLAGS replaced by MASK.
+
+    Handles ``-flag=value``, ``--flag=value`` and ``-flag value``."""
+    out: List[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append(MASK)
+            hide_next = False
+            continue
+        name, sep, _value = arg.lstrip("-").partition("=")
+        if arg.startswith("-") and name in SECRET_FLAGS:
+            if sep:
+                arg = arg[: len(arg) - len(_value)] + MASK
+            else:
+                hide_next = True
+        out.append(arg)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,6 +309,12 @@ def validate(config: Config) -> None:
         raise ConfigError(f"-dns.replicas: expected 1..64, got {config.dns_replicas}")
     if config.vip_ttl < 1:
         raise ConfigError(f"-vip.ttl: expected at least 1 second, got {config.vip_ttl}")
+    if config.vip_notify and not config.vip_notify.startswith("/"):
+        raise ConfigError(f"-vip.notify: expected an absolute path, got {config.vip_notify!r}")
+    if not 0 < config.vip_notify_timeout <= 3600:
+        raise ConfigError(
+            f"-vip.notify.timeout: expected 0..3600 seconds, got {config.vip_notify_timeout}"
+        )
     if not config.etcd_endpoints:
         raise ConfigError("-etcd.endpoint: at least one endpoint is needed")
     for endpoint in config.etcd_endpoints:

@@ -1,4 +1,4 @@
-"""``networkdctl``: status, tap, restart and container networks of a running networkd."""
+"""``networkdctl``: status, tap, restart, vip and net for a running networkd."""
 
 import argparse
 import datetime
@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any, List, Optional, Tuple
 
+from networkd import ctl_net, ctl_vip
 from networkd.bus.codec import Envelope, to_plain
 from networkd.config import Config
 
@@ -40,14 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_tap.add_argument("--timeout", type=float, default=0.0, help="stop after this many seconds")
     p_restart = sub.add_parser("restart", help="restart one worker (dns restarts every replica)")
     p_restart.add_argument("worker")
-    p_net = sub.add_parser("net", help="container networks (Docker plugin, -libnetwork)")
-    net_sub = p_net.add_subparsers(dest="net_command", required=True)
-    p_list = net_sub.add_parser("list", help="networks, hosts and allocated addresses")
-    p_show = net_sub.add_parser("show", help="one network: blocks per host, endpoints, routes")
-    p_show.add_argument("name", help="Docker network name, subnet or etcd name")
-    for p in (p_list, p_show):
-        p.add_argument("--json", action="store_true", help="JSON")
-        p.add_argument("--wait", type=float, default=2.0, help="seconds to gather state")
+    ctl_vip.add_parser(sub)
+    ctl_net.add_parser(sub)
     return parser
 
 
@@ -92,37 +87,6 @@ def cmd_status(run_dir: str, as_json: bool, wait: float) -> int:
         print(json.dumps(doc, indent=1, sort_keys=True))
     else:
         sys.stdout.write(status.render_text(doc))
-    return 0
-
-
-def cmd_net(run_dir: str, command: str, name: str, as_json: bool, wait: float) -> int:
-    from networkd.netdriver import view as netview
-
-    gathered = gather_state(run_dir, wait)
-    if gathered is None:
-        return 1
-    context, view = gathered
-    doc = netview.networks_document(view.mirror)
-    view.close()
-    context.destroy(0)
-    if command == "list":
-        out = (
-            json.dumps(doc, indent=1, sort_keys=True) + "\n"
-            if as_json
-            else netview.render_list(doc)
-        )
-        sys.stdout.write(out)
-        return 0
-    network = netview.find(doc, name)
-    if network is None:
-        print(f"networkdctl: no container network named {name!r}", file=sys.stderr)
-        return 1
-    out = (
-        json.dumps(network, indent=1, sort_keys=True) + "\n"
-        if as_json
-        else netview.render_show(network)
-    )
-    sys.stdout.write(out)
     return 0
 
 
@@ -191,9 +155,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return cmd_status(args.run_dir, args.json, args.wait)
     if args.command == "tap":
         return cmd_tap(args.run_dir, args.prefixes, args.json, args.count, args.timeout)
+    if args.command == "vip":
+        return ctl_vip.cmd_vip(args.run_dir, args)
     if args.command == "net":
-        name = getattr(args, "name", "")
-        return cmd_net(args.run_dir, args.net_command, name, args.json, args.wait)
+        return ctl_net.cmd_net(args.run_dir, args)
     return cmd_restart(args.run_dir, args.worker)
 
 

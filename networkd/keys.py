@@ -11,7 +11,7 @@ a suffix into typed parts or raise ``KeyLayoutError`` with a reason.
 
 import ipaddress
 import re
-from typing import List, NamedTuple, Optional, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
@@ -39,6 +39,12 @@ APPS_PREFIX = "/lain/networkd/apps/"
 # Presence of a live node (value: hostname), bound to the node lease: fair spreading
 # counts only nodes that are alive. Written once per lease, never in steady state.
 NODES_PREFIX = "/lain/networkd/nodes/"
+# Each node's VIP health verdicts (value: JSON {ip: [state, detail]}), bound to its lease,
+# written when a verdict changes: how every node (and `networkdctl vip list`) sees FAILING.
+HEALTH_PREFIX = "/lain/networkd/health/"
+# A planned move in progress (value: JSON {"from": node, "to": node or ""}), bound to the
+# lease of the node that asked for it.
+MOVES_PREFIX = "/lain/networkd/moves/"
 TINYDNS_FQDNS_PREFIX = "/lain/config/tinydns_fqdns/"
 DEPLOYD_DOMAIN = "/lain/config/domains/deployd.lain"
 SWARM_DOMAIN = "/lain/config/domains/swarm.lain"
@@ -369,6 +375,75 @@ def prefix_range_end(prefix: str) -> bytes:
 
 def all_input_prefixes() -> List[str]:
     return [r.key for r in WATCH_RANGES]
+
+
+# --- /lain/networkd/health and /lain/networkd/moves ------------------------------------
+
+
+def health_key(hostname: str) -> str:
+    return HEALTH_PREFIX + hostname
+
+
+def move_key(ip: str) -> str:
+    return MOVES_PREFIX + ip
+
+
+class Move(NamedTuple):
+    """A planned move of a VIP: away from ``source``, to ``target`` ("": any other node)."""
+
+    source: str
+    target: str
+
+
+def parse_move(text: str) -> Optional[Move]:
+    """The move a ``/lain/networkd/moves/<ip>`` value asks for, None when malformed."""
+    import json
+
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    source, target = data.get("from"), data.get("to", "")
+    if not isinstance(source, str) or not source or not isinstance(target, str):
+        return None
+    return Move(source, target)
+
+
+def encode_move(move: Move) -> str:
+    import json
+
+    return json.dumps({"from": move.source, "to": move.target}, sort_keys=True)
+
+
+def parse_health_report(text: str) -> Dict[str, Tuple[str, str]]:
+    """A node's ``/lain/networkd/health/<node>`` value: {ip: (state, detail)}; whatever does
+    not parse is left out (another node wrote it: never trusted further than this)."""
+    import json
+
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    out: Dict[str, Tuple[str, str]] = {}
+    for ip, entry in data.items():
+        if (
+            isinstance(ip, str)
+            and isinstance(entry, list)
+            and len(entry) == 2
+            and all(isinstance(x, str) for x in entry)
+        ):
+            out[ip] = (entry[0][:16], entry[1][:200])
+    return out
+
+
+def encode_health_report(report: Dict[str, Tuple[str, str]]) -> str:
+    import json
+
+    return json.dumps({ip: list(v) for ip, v in sorted(report.items())}, sort_keys=True)
 
 
 # --- /lain/networkd/networks: container networks (SPEC section 10) ---------------------

@@ -5,11 +5,11 @@ Everything is derived from bus mirrors, so the numbers are the ones the workers 
 starts its counters again, which Prometheus' ``rate()`` handles as a counter reset).
 """
 
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from networkd.proc_state import ProcessState
 
-MirrorLookup = Callable[[str, str], Optional[Dict[str, Any]]]
+MirrorLookup = Callable[[str, str], Optional[Mapping[str, Any]]]
 Labels = Dict[str, str]
 
 
@@ -50,7 +50,7 @@ class Family:
         return "\n".join(lines)
 
 
-def _items(mirror: MirrorLookup, sender: str, topic: str) -> Dict[str, Any]:
+def _items(mirror: MirrorLookup, sender: str, topic: str) -> Mapping[str, Any]:
     return mirror(sender, topic) or {}
 
 

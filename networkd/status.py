@@ -2,12 +2,12 @@
 
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from networkd.bus.codec import to_plain
 from networkd.bus.publisher import endpoint_path
 
-MirrorLookup = Callable[[str, str], Optional[Dict[str, Any]]]
+MirrorLookup = Callable[[str, str], Optional[Mapping[str, Any]]]
 
 FIXED_PUBLISHERS = ("supervisor", "watcher", "elector", "applier", "resolvconf", "api")
 

@@ -1,9 +1,12 @@
 """The supervisor (arbiter): owns the lock, the run dir and the DNS sockets; runs workers.
 
-Signal handlers only queue the signal; the main loop calls ``handle_<signal>``. Workers
-are started through a multiprocessing fork server, created before this process opens any
-ZeroMQ context, so nothing that breaks across fork exists where the forking happens. The
-loop waits on process sentinels, the signal pipe and the control socket.
+Signal handlers only queue the signal; the main loop calls ``handle_<signal>`` (or logs
+``signal ignored`` for the signals of ``networkd.signals``). Workers are started through
+a multiprocessing fork server, created before this process opens any ZeroMQ context, so
+nothing that breaks across fork exists where the forking happens. The loop waits on
+process sentinels, the signal pipe and the control socket, on the monotonic clock. What
+follows a worker's exit is ``proc_state.decide``; this module only carries it out. An
+exception in the loop starts the graceful stop (VIPs released), never a bare exit.
 """
 
 import dataclasses
@@ -11,7 +14,6 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
-import pwd
 import signal
 import socket
 import time
@@ -19,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from networkd import log as logsetup
 from networkd import node as nodeinfo
-from networkd import sdnotify
+from networkd import rundir, sdnotify, signals, testhooks, users
 from networkd.bus.messages import (
     SupervisorStopping,
     WorkerExited,
@@ -27,18 +29,20 @@ from networkd.bus.messages import (
     WorkerStarted,
     WorkerStateChanged,
 )
-from networkd.config import Config, ConfigError
+from networkd.config import FLAGS, Config, ConfigError
 from networkd.control import ControlServer
 from networkd.lockfile import PidLock
 from networkd.proc_state import (
-    MAX_START_FAILURES,
     START_SECONDS,
+    Decision,
+    Exit,
     ProcessState,
-    backoff_delay,
     check_transition,
+    decide,
+    is_up,
 )
-from networkd.workers import WorkerSpec, all_specs
-from networkd.workers.base import EXIT_FATAL, NodeIdentity, WorkerLaunch, resolve_user, worker_entry
+from networkd.workers import SUPERVISOR_SUBSCRIBERS, WorkerSpec, all_specs, worker_config
+from networkd.workers.base import NodeIdentity, WorkerLaunch, worker_entry
 
 log = logging.getLogger("networkd.supervisor")
 
@@ -51,21 +55,21 @@ FORKSERVER_PRELOAD = [
     "zmq",
     "msgpack",
 ]
-# Exits that an operator or the kernel caused: restart at once, never count as start failures.
-EXTERNAL_SIGNALS = {signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
-
-
-def describe_exit(exitcode: Optional[int]) -> Tuple[Optional[int], str, str]:
-    """(exit code or None, signal name or "", human text) from a Process.exitcode."""
-    if exitcode is None:
-        return None, "", "unknown"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        return None, name, f"signal {name}"
-    return exitcode, "", f"exit {exitcode}"
+FLAG_OF_FIELD = {field: flag for flag, (field, _kind, _help) in FLAGS.items()}
+# The supervisor stopped gracefully after an exception in its main loop (EX_SOFTWARE).
+EXIT_INTERNAL_ERROR = 70
+# Flags a HUP cannot change: sockets, the worker set and accounts are fixed at start.
+RESTART_ONLY_FIELDS = (
+    "godns_addr",
+    "dns_replicas",
+    "workers",
+    "user",
+    "dns_user",
+    "user_fallback",
+    "libnetwork",
+    "docker_plugin_socket",
+    "netplugin_user",
+)
 
 
 class StartupError(RuntimeError):
@@ -82,12 +86,12 @@ class WorkerProcess:
         self.pid = 0
         self.restarts = 0
         self.spawns = 0
-        self.started_at = 0.0
+        self.started_at = 0.0  # wall clock, for display only
+        self.started_mono = 0.0
         self.last_exit = ""
         self.start_failures = 0
         self.next_start = 0.0
         self.stop_deadline = 0.0
-        self.restart_after_stop = True
 
     @property
     def name(self) -> str:
@@ -114,7 +118,7 @@ class WorkerProcess:
             "pid": info.pid,
             "state": info.state,
             "restarts": info.restarts,
-            "uptime_s": round(time.time() - info.started_at, 3) if info.pid else 0.0,
+            "uptime_s": round(time.monotonic() - self.started_mono, 3) if info.pid else 0.0,
             "last_exit": info.last_exit,
         }
 
@@ -131,8 +135,10 @@ class Supervisor:
         self.reload_config = reload_config
         self.node = NodeIdentity("", "")
         self.workers: Dict[str, WorkerProcess] = {}
+        self.accounts: Dict[str, users.Account] = {}
         self.signal_queue: List[int] = []
         self.stopping = False
+        self.exit_code = 0
         self.stop_groups: List[List[str]] = []
         self.group_deadline = 0.0
         self.stop_deadline = 0.0
@@ -148,6 +154,8 @@ class Supervisor:
     # ---------------------------------------------------------------- start-up
 
     def run(self) -> int:
+        specs = all_specs(self.config.dns_replicas, self.config.workers, self.config.libnetwork)
+        self.accounts = self.check_accounts(specs)
         try:
             self.lock.acquire()
         except OSError as exc:
@@ -155,31 +163,36 @@ class Supervisor:
                 f"-lock.filename: cannot lock {self.config.lock_filename}: {exc.strerror}"
             ) from None
         try:
-            return self._run_locked()
+            return self._run_locked(specs)
         finally:
             self.lock.release()
 
-    def _run_locked(self) -> int:
-        self.mp = multiprocessing.get_context("forkserver")
-        self.mp.set_forkserver_preload(FORKSERVER_PRELOAD)
-        from multiprocessing import forkserver
+    def check_accounts(self, specs: Sequence[WorkerSpec]) -> Dict[str, users.Account]:
+        """Resolve and check -user / -dns.user (networkd.users); UserError means exit 78."""
+        if os.geteuid() != 0:
+            log.info("worker users unchanged reason=not root uid=%d", os.geteuid())
+            return {}
+        kinds = {s.user for s in specs}
+        flags = {"user": self.config.user, "dns": self.config.dns_user}
+        flags["plugin"] = self.config.netplugin_user
+        names = {kind: name for kind, name in flags.items() if kind in kinds}
+        accounts = users.resolve_accounts(names, self.config.user_fallback)
+        users.check_importable(accounts, users.import_paths())
+        for kind, account in accounts.items():
+            if account.name != names[kind]:
+                log.warning("user missing name=%s fallback=%s", names[kind], account.name)
+        return accounts
 
-        forkserver.ensure_running()  # before any ZeroMQ context or thread exists here
+    def _run_locked(self, specs: Sequence[WorkerSpec]) -> int:
+        self.start_fork_server()
         self.node = nodeinfo.resolve(self.config)
-        specs = all_specs(self.config.dns_replicas, self.config.workers, self.config.libnetwork)
         self.prepare_run_dir(specs)
         if any(s.module == "dns" for s in specs):
             self.open_dns_sockets()
         if any(s.module == "netplugin" for s in specs):
             self.open_plugin_socket()
         self.install_signals()
-        import zmq
-
-        from networkd.bus.publisher import Publisher
-
-        self.publisher = Publisher(zmq.Context(), self.config.run_dir, "supervisor")
-        self.workers_topic = self.publisher.state("state.workers")
-        self.control = ControlServer(self.config.run_dir, self.handle_control)
+        self.open_bus_and_control()
         for spec in specs:
             self.workers[spec.name] = WorkerProcess(spec)
             self.spawn(self.workers[spec.name])
@@ -192,72 +205,66 @@ class Supervisor:
         )
         sdnotify.notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=running")
         try:
-            while True:
-                self.tick()
-                if self.stopping and not self.stop_groups:
-                    break
+            self.main_loop()
         finally:
             self.shutdown_resources()
-        log.info("supervisor stopped")
-        return 0
+        log.info("supervisor stopped exit=%d", self.exit_code)
+        return self.exit_code
+
+    def start_fork_server(self) -> None:
+        self.mp = multiprocessing.get_context("forkserver")
+        self.mp.set_forkserver_preload(FORKSERVER_PRELOAD)
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()  # before any ZeroMQ context or thread exists here
+
+    def open_bus_and_control(self) -> None:
+        import zmq
+
+        from networkd.bus.publisher import Publisher
+
+        self.publisher = Publisher(
+            zmq.Context(),
+            self.config.run_dir,
+            "supervisor",
+            allowed_groups=self.bus_groups(SUPERVISOR_SUBSCRIBERS),
+        )
+        self.workers_topic = self.publisher.state("state.workers")
+        self.control = ControlServer(self.config.run_dir, self.handle_control)
 
     def prepare_run_dir(self, specs: Sequence[WorkerSpec]) -> None:
         """Run dir and bus dir are root's; each publisher gets a directory only it may write."""
-        run_dir = self.config.run_dir
-        self.check_reachable(run_dir)
-        try:
-            for path in (run_dir, os.path.join(run_dir, "bus"), os.path.join(run_dir, "state")):
-                os.makedirs(path, exist_ok=True)
-                os.chmod(path, 0o755)
-        except OSError as exc:
-            raise StartupError(f"-run.dir: cannot prepare {run_dir}: {exc.strerror}") from None
-        owners = {"supervisor": 0}
+        owners = {"supervisor": (0, 0)}
         for spec in specs:
-            owners[spec.name] = self.uid_for(spec)
-        for name, uid in owners.items():
-            self._own_dir(os.path.join(run_dir, "bus", name), uid, 0o755)
-            self._own_dir(os.path.join(run_dir, "state", name.split(".")[0]), uid, 0o700)
+            owners[spec.name] = self.owner_of(spec)
+        try:
+            rundir.prepare(self.config.run_dir, owners)
+        except rundir.RunDirError as exc:
+            raise StartupError(f"-run.dir: {exc.strerror}") from None
 
-    @staticmethod
-    def check_reachable(run_dir: str) -> None:
-        """Unprivileged workers reach the bus only if every parent directory is searchable."""
-        path = os.path.dirname(os.path.abspath(run_dir))
-        while path and path != "/":
-            try:
-                mode = os.stat(path).st_mode
-            except OSError:
-                break
-            if not mode & 0o001:
-                log.warning(
-                    "run dir unreachable path=%s reason=%s is not searchable by other users",
-                    run_dir,
-                    path,
-                )
-                return
-            path = os.path.dirname(path)
-
-    @staticmethod
-    def _own_dir(path: str, uid: int, mode: int) -> None:
-        os.makedirs(path, exist_ok=True)
-        if os.geteuid() == 0:
-            gid = pwd.getpwuid(uid).pw_gid if uid else 0
-            os.chown(path, uid, gid)
-            for entry in os.listdir(path):
-                os.lchown(os.path.join(path, entry), uid, gid)
-        os.chmod(path, mode)
+    def account_of(self, spec: WorkerSpec) -> Optional[users.Account]:
+        return None if spec.user == "root" else self.accounts.get(spec.user)
 
     def user_for(self, spec: WorkerSpec) -> str:
-        if spec.user == "root":
-            return "root"
-        if spec.user == "plugin":
-            return self.config.netplugin_user
-        return self.config.dns_user if spec.user == "dns" else self.config.user
+        """Who the worker runs as, for logs: its account, root, or (not root) our uid."""
+        account = self.account_of(spec)
+        if account is not None:
+            return account.name
+        return "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
 
-    def uid_for(self, spec: WorkerSpec) -> int:
-        if os.geteuid() != 0:
-            return os.geteuid()
-        user = self.user_for(spec)
-        return 0 if user == "root" else resolve_user(user).pw_uid
+    def owner_of(self, spec: WorkerSpec) -> Tuple[int, int]:
+        """(uid, gid) owning the worker's bus and state directories."""
+        account = self.account_of(spec)
+        if account is not None:
+            return account.uid, account.gid
+        return os.geteuid(), os.getegid()
+
+    def bus_groups(self, kinds: Sequence[str]) -> Optional[Tuple[int, ...]]:
+        """The groups of the running worker kinds allowed to connect to a root endpoint
+        (None: no restriction, for unprivileged publishers)."""
+        if not kinds:
+            return None
+        return tuple(self.accounts[k].gid for k in kinds if k in self.accounts)
 
     def open_dns_sockets(self) -> None:
         from networkd.dns.sockets import create_listeners
@@ -286,8 +293,10 @@ class Supervisor:
     def install_signals(self) -> None:
         self._sig_r, self._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._sig_w)
-        for sig in self.SIGNALS:
+        for sig in (*self.SIGNALS, *signals.LOGGED):
             signal.signal(sig, self._queue_signal)
+        for sig in signals.QUIET:
+            signal.signal(sig, signal.SIG_IGN)
 
     def _queue_signal(self, signum: int, frame: Any) -> None:
         self.signal_queue.append(signum)
@@ -298,10 +307,12 @@ class Supervisor:
         launch = WorkerLaunch(
             name=wp.name,
             module=wp.spec.module,
-            config=self.config,
+            config=worker_config(self.config, wp.spec),
             node=self.node,
             user=self.user_for(wp.spec),
             replica=int(wp.name.split(".")[1]) if "." in wp.name else 0,
+            account=self.account_of(wp.spec),
+            bus_groups=self.bus_groups(wp.spec.subscribers),
         )
         fds: Dict[str, socket.socket] = {}
         if wp.spec.module == "dns" and launch.replica < len(self.dns_sockets):
@@ -319,6 +330,7 @@ class Supervisor:
         wp.process = process
         wp.pid = process.pid
         wp.started_at = time.time()
+        wp.started_mono = time.monotonic()
         self.transition(wp, ProcessState.STARTING, "spawned")
         self.publisher.event(f"worker.{wp.name}.start", WorkerStarted(wp.name, wp.pid))
         log.info("worker started name=%s pid=%d user=%s", wp.name, wp.pid, launch.user)
@@ -345,57 +357,40 @@ class Supervisor:
         self.workers_topic.replace({name: wp.info() for name, wp in self.workers.items()})
 
     def reap(self, wp: WorkerProcess) -> None:
-        """The worker's process ended: record it and decide what comes next."""
+        """The worker's process ended: record it, then do what the restart policy says."""
+        how = self.record_exit(wp)
+        self.carry_out(wp, decide(wp.state, how, self.stopping, wp.start_failures))
+
+    def record_exit(self, wp: WorkerProcess) -> Exit:
         process = wp.process
         process.join(0)
-        code, signame, text = describe_exit(process.exitcode)
+        how = Exit.from_exitcode(process.exitcode)
         pid = wp.pid
-        lived = time.time() - wp.started_at
-        wp.last_exit = text
+        wp.last_exit = how.text
         wp.process = None
-        self.publisher.event(f"worker.{wp.name}.exit", WorkerExited(wp.name, pid, code, signame))
-        level = (
-            logging.INFO
-            if code == 0 or signame in ("SIGTERM", "SIGINT", "SIGHUP")
-            else logging.WARNING
+        self.publisher.event(
+            f"worker.{wp.name}.exit", WorkerExited(wp.name, pid, how.code, how.signal)
         )
-        log.log(level, "worker exited name=%s pid=%d how=%s after=%.1fs", wp.name, pid, text, lived)
-        if self.stopping:
-            self.transition(wp, ProcessState.EXITED, text)
-            return
-        if wp.state == ProcessState.STOPPING:
-            self.transition(wp, ProcessState.EXITED, text)
-            if wp.restart_after_stop:
-                self.spawn(wp)
-            return
-        external = bool(signame) and signal.Signals[signame] in EXTERNAL_SIGNALS
-        failed_start = wp.state == ProcessState.STARTING and not external and code != 0
-        if code == EXIT_FATAL:
-            wp.start_failures = MAX_START_FAILURES
-            self.transition(wp, ProcessState.FATAL, f"{text}: worker said restarting will not help")
-            log.error(
-                "worker fatal name=%s reason=exit code %d means do not restart", wp.name, EXIT_FATAL
-            )
-            return
-        if failed_start:
-            wp.start_failures += 1
-            if wp.start_failures >= MAX_START_FAILURES:
-                self.transition(wp, ProcessState.FATAL, f"{wp.start_failures} failed starts")
-                log.error(
-                    "worker fatal name=%s reason=%d failed starts, last %s",
-                    wp.name,
-                    wp.start_failures,
-                    text,
-                )
-                return
-            delay = backoff_delay(wp.start_failures)
-            wp.next_start = time.monotonic() + delay
-            self.transition(wp, ProcessState.BACKOFF, f"{text}; retry in {delay:.2f}s")
-            return
-        if wp.state == ProcessState.RUNNING:
-            wp.start_failures = 0
-        self.transition(wp, ProcessState.EXITED, text)
-        self.spawn(wp)
+        quiet = how.code == 0 or how.signal in ("SIGTERM", "SIGINT", "SIGHUP")
+        log.log(
+            logging.INFO if quiet else logging.WARNING,
+            "worker exited name=%s pid=%d how=%s after=%.1fs",
+            wp.name,
+            pid,
+            how.text,
+            time.monotonic() - wp.started_mono,
+        )
+        return how
+
+    def carry_out(self, wp: WorkerProcess, decision: Decision) -> None:
+        wp.start_failures = decision.start_failures
+        self.transition(wp, decision.state, decision.reason)
+        if decision.state == ProcessState.FATAL:
+            log.error("worker fatal name=%s reason=%s", wp.name, decision.reason)
+        if decision.restart_in == 0:
+            self.spawn(wp)
+        elif decision.restart_in is not None:
+            wp.next_start = time.monotonic() + decision.restart_in
 
     def request_restart(self, wp: WorkerProcess, reason: str) -> None:
         if wp.state in (ProcessState.FATAL, ProcessState.BACKOFF, ProcessState.EXITED):
@@ -406,7 +401,6 @@ class Supervisor:
             return
         if wp.state == ProcessState.STOPPING:
             return
-        wp.restart_after_stop = True
         wp.stop_deadline = time.monotonic() + self.config.stop_timeout
         self.transition(wp, ProcessState.STOPPING, reason)
         self._signal(wp, signal.SIGTERM)
@@ -420,21 +414,37 @@ class Supervisor:
 
     # ---------------------------------------------------------------- main loop
 
+    def main_loop(self) -> None:
+        failed_before = False
+        while not (self.stopping and not self.stop_groups):
+            try:
+                self.tick()
+            except Exception:
+                if not self.recover(failed_before):
+                    return
+                failed_before = True
+
+    def recover(self, failed_before: bool) -> bool:
+        """An exception escaped the loop: stop gracefully, as on TERM (VIPs released), and
+        exit 70. Returns False to give up once the stop deadline has passed (the shutdown
+        then SIGKILLs what is left)."""
+        log.exception("supervisor loop failed action=graceful stop")
+        self.exit_code = EXIT_INTERNAL_ERROR
+        if failed_before:
+            time.sleep(TICK)  # failing on every pass: do not spin
+        try:
+            if not self.stopping:
+                self.begin_stop("internal error")
+            self.advance_stop()  # the stop goes on even if the failing part comes first
+        except Exception:
+            log.exception("supervisor stop step failed")
+        return time.monotonic() < self.stop_deadline + 2.0
+
     def tick(self) -> None:
-        waitables: List[Any] = [self._sig_r]
-        if self.control is not None:
-            waitables.append(self.control.sock)
         sentinels = {
             wp.process.sentinel: wp for wp in self.workers.values() if wp.process is not None
         }
-        waitables.extend(sentinels)
-        ready = multiprocessing.connection.wait(waitables, timeout=TICK)
-        if self._sig_r in ready:
-            try:
-                while os.read(self._sig_r, 512):
-                    pass
-            except BlockingIOError:
-                pass
+        ready = self.wait(list(sentinels))
         while self.signal_queue:
             self.dispatch_signal(self.signal_queue.pop(0))
         for sentinel, wp in sentinels.items():
@@ -444,27 +454,43 @@ class Supervisor:
             self.control.serve_ready()
         now = time.monotonic()
         for wp in self.workers.values():
-            if (
-                wp.state == ProcessState.STARTING
-                and wp.alive()
-                and time.time() - wp.started_at >= START_SECONDS
-            ):
-                self.transition(wp, ProcessState.RUNNING, f"up {START_SECONDS:.0f}s")
-            elif wp.state == ProcessState.BACKOFF and not self.stopping and now >= wp.next_start:
-                self.spawn(wp)
-            elif wp.state == ProcessState.STOPPING and wp.alive() and now >= wp.stop_deadline:
-                log.warning("worker stop timeout name=%s pid=%d action=SIGKILL", wp.name, wp.pid)
-                self._signal(wp, signal.SIGKILL)
-                wp.stop_deadline = now + self.config.stop_timeout
+            self.check_timers(wp, now)
         if self.stopping:
             self.advance_stop()
         self.publisher.poll()
 
+    def wait(self, sentinels: List[Any]) -> List[Any]:
+        """Wait up to TICK for a signal, a worker's exit or a control request."""
+        waitables: List[Any] = [self._sig_r, *sentinels]
+        if self.control is not None:
+            waitables.append(self.control.sock)
+        ready = multiprocessing.connection.wait(waitables, timeout=TICK)
+        if self._sig_r in ready:
+            try:
+                while os.read(self._sig_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+        return list(ready)
+
+    def check_timers(self, wp: WorkerProcess, now: float) -> None:
+        """Up long enough, backoff over, stop timeout passed (monotonic clock)."""
+        if is_up(wp.state, wp.alive(), wp.started_mono, now):
+            self.transition(wp, ProcessState.RUNNING, f"up {START_SECONDS:.0f}s")
+        elif wp.state == ProcessState.BACKOFF and not self.stopping and now >= wp.next_start:
+            self.spawn(wp)
+        elif wp.state == ProcessState.STOPPING and wp.alive() and now >= wp.stop_deadline:
+            log.warning("worker stop timeout name=%s pid=%d action=SIGKILL", wp.name, wp.pid)
+            self._signal(wp, signal.SIGKILL)
+            wp.stop_deadline = now + self.config.stop_timeout
+
     def dispatch_signal(self, signum: int) -> None:
-        name = signal.Signals(signum).name.lower()
-        handler = getattr(self, f"handle_{name[3:]}", None)
-        if handler is not None:
-            handler()
+        name = signals.name(signum)
+        handler = getattr(self, f"handle_{name[3:].lower()}", None)
+        if handler is None:
+            log.info("signal ignored name=%s", name)
+            return
+        handler()
 
     def handle_term(self) -> None:
         """Graceful stop: workers stop in dependency order, VIPs are released."""
@@ -487,29 +513,8 @@ class Supervisor:
             log.error("reload rejected reason=%s", exc)
             return
         old = self.config
-        self.config = new
         self.node = nodeinfo.resolve(new)
-        dns_sockets_changed = (old.godns_addr, old.dns_replicas) != (
-            new.godns_addr,
-            new.dns_replicas,
-        )
-        plugin_changed = (old.libnetwork, old.docker_plugin_socket) != (
-            new.libnetwork,
-            new.docker_plugin_socket,
-        )
-        if dns_sockets_changed or old.workers != new.workers or plugin_changed:
-            log.warning(
-                "reload needs a restart of networkd for changes to -godns.addr, -dns.replicas, "
-                "-workers, -libnetwork or -docker.plugin.socket"
-            )
-            self.config = dataclasses.replace(
-                new,
-                godns_addr=old.godns_addr,
-                dns_replicas=old.dns_replicas,
-                workers=old.workers,
-                libnetwork=old.libnetwork,
-                docker_plugin_socket=old.docker_plugin_socket,
-            )
+        self.config = self.keep_restart_only(old, new)
         changed = [
             wp
             for wp in self.workers.values()
@@ -519,6 +524,18 @@ class Supervisor:
         log.info("reload done restarting=%s", ",".join(wp.name for wp in changed) or "-")
         for wp in changed:
             self.request_restart(wp, "configuration changed")
+
+    @staticmethod
+    def keep_restart_only(old: Config, new: Config) -> Config:
+        """``new`` with the fields only a restart can change put back to ``old``'s."""
+        changed = [f for f in RESTART_ONLY_FIELDS if getattr(old, f) != getattr(new, f)]
+        if not changed:
+            return new
+        log.warning(
+            "reload needs a restart of networkd for changes to %s",
+            ", ".join("-" + FLAG_OF_FIELD[f] for f in changed),
+        )
+        return dataclasses.replace(new, **{f: getattr(old, f) for f in RESTART_ONLY_FIELDS})
 
     def handle_usr1(self) -> None:
         """Reopen log files, here and in every worker."""
@@ -531,19 +548,23 @@ class Supervisor:
         if cmd == "status":
             return {"ok": True, "workers": [wp.status() for wp in self.workers.values()]}
         if cmd == "restart":
-            name = request.get("worker")
-            targets = [wp for wp in self.workers.values() if name in (wp.name, wp.spec.module)]
-            if not targets:
-                return {
-                    "ok": False,
-                    "error": f"no worker named {name!r}; have {', '.join(self.workers)}",
-                }
-            if self.stopping:
-                return {"ok": False, "error": "networkd is stopping"}
-            for wp in targets:
-                self.request_restart(wp, "restart requested")
-            return {"ok": True, "restarted": [wp.name for wp in targets]}
+            return self.control_restart(request.get("worker"))
+        if cmd == "test-raise" and testhooks.enabled():
+            raise testhooks.InjectedFault("test hook: main loop failure")
         return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def control_restart(self, name: Any) -> Dict[str, Any]:
+        targets = [wp for wp in self.workers.values() if name in (wp.name, wp.spec.module)]
+        if not targets:
+            return {
+                "ok": False,
+                "error": f"no worker named {name!r}; have {', '.join(self.workers)}",
+            }
+        if self.stopping:
+            return {"ok": False, "error": "networkd is stopping"}
+        for wp in targets:
+            self.request_restart(wp, "restart requested")
+        return {"ok": True, "restarted": [wp.name for wp in targets]}
 
     # ---------------------------------------------------------------- stopping
 
@@ -554,9 +575,6 @@ class Supervisor:
                 self._signal(wp, signal.SIGKILL)
             return
         self.stopping = True
-        log.info("supervisor stopping reason=%s", reason)
-        sdnotify.notify("STOPPING=1")
-        self.publisher.event("supervisor.stopping", SupervisorStopping(reason))
         groups: Dict[int, List[str]] = {}
         for wp in self.workers.values():
             groups.setdefault(wp.spec.stop_group, []).append(wp.name)
@@ -565,6 +583,9 @@ class Supervisor:
         # -stop.timeout bounds the whole stop, not each group: systemd's TimeoutStopSec must
         # only be longer than it (plus the 2 s of the final SIGKILL round).
         self.stop_deadline = time.monotonic() + self.config.stop_timeout
+        log.info("supervisor stopping reason=%s", reason)
+        sdnotify.notify("STOPPING=1")
+        self.publisher.event("supervisor.stopping", SupervisorStopping(reason))
 
     def advance_stop(self) -> None:
         """Stop one group at a time: INT (final stop), then KILL after the timeout."""
@@ -573,14 +594,7 @@ class Supervisor:
             if not self.group_deadline:
                 self.group_deadline = max(self.stop_deadline, time.monotonic() + 0.5)
                 for wp in group:
-                    if wp.state == ProcessState.BACKOFF:
-                        self.transition(wp, ProcessState.EXITED, "daemon stopping")
-                    if wp.alive():
-                        wp.restart_after_stop = False
-                        wp.stop_deadline = self.group_deadline
-                        if wp.state != ProcessState.STOPPING:
-                            self.transition(wp, ProcessState.STOPPING, "daemon stopping")
-                        self._signal(wp, signal.SIGINT)
+                    self.stop_worker(wp)
             if any(wp.alive() for wp in group):
                 if time.monotonic() >= self.group_deadline:
                     for wp in group:
@@ -593,6 +607,16 @@ class Supervisor:
                 return
             self.stop_groups.pop(0)
             self.group_deadline = 0.0
+
+    def stop_worker(self, wp: WorkerProcess) -> None:
+        """The final stop of one worker: INT (it tears down what it owns), by the deadline."""
+        if wp.state == ProcessState.BACKOFF:
+            self.transition(wp, ProcessState.EXITED, "daemon stopping")
+        if wp.alive():
+            wp.stop_deadline = self.group_deadline
+            if wp.state != ProcessState.STOPPING:
+                self.transition(wp, ProcessState.STOPPING, "daemon stopping")
+            self._signal(wp, signal.SIGINT)
 
     def shutdown_resources(self) -> None:
         for wp in self.workers.values():

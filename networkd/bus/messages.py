@@ -90,11 +90,32 @@ class PortSpec:
 
 @register
 @dataclass
+class HealthCheck:
+    """A VIP's health check: the ``health`` object of its etcd value (``tcp``, ``http``), or
+    a check file of the node's own (``/etc/networkd/checks.d``; only these may ``exec``).
+
+    ``port`` 0 means the VIP's first port's ``dest``; probes go to the local container."""
+
+    type: str
+    port: int = 0
+    path: str = "/"
+    expect: List[int] = field(default_factory=lambda: [200])
+    interval: float = 1.0
+    timeout: float = 1.0
+    fall: int = 3
+    rise: int = 2
+    command: List[str] = field(default_factory=list)
+
+
+@register
+@dataclass
 class VipConfig:
-    """Item of ``state.vips`` (sender: watcher; readers: elector, dns, api).
+    """Item of ``state.vips`` (sender: watcher; readers: elector, dns, api, checker).
 
     Key: the etcd key suffix, ``<ip>`` or ``<ip>:<port>``. ``port`` is 0 for a floating VIP
-    and the key's port for a port-only mapping (then ``ip`` may be ``0.0.0.0``)."""
+    and the key's port for a port-only mapping (then ``ip`` may be ``0.0.0.0``). ``health``
+    is the VIP's check from etcd (None: none, or rejected: then it is a config error and
+    the VIP works without a check)."""
 
     ip: str
     app: str
@@ -102,6 +123,7 @@ class VipConfig:
     ports: List[PortSpec]
     excluded_nodes: List[str] = field(default_factory=list)
     port: int = 0
+    health: Optional[HealthCheck] = None
 
 
 @register
@@ -176,7 +198,10 @@ class AclList:
     """Item of ``state.acl`` (sender: watcher; readers: applier).
 
     Keys: ``whitelist_ips`` (``items`` = IPs/CIDRs), ``ex_ports/<proto>`` (``items`` =
-    ports), ``in_ports/<source>`` (``ports`` = {proto: [port]})."""
+    ports), ``in_ports/<source>`` (``ports`` = {proto: [port]}). Validated and normalised by
+    networkd/etcd/validate.py (sources: an IPv4 or IPv6 address, CIDR or range ``a-b``;
+    ports ``80`` or ``8000:8100``; protos ``tcp``/``udp``): the applier builds rules from
+    them without judging them again; rejected values are config errors under their key."""
 
     key: str
     items: List[str] = field(default_factory=list)
@@ -243,6 +268,26 @@ class WatcherSync:
 
 
 # ---------------------------------------------------------------------------------------
+# checker -> elector, api (VIP health; SPEC section 9)
+
+
+@register
+@dataclass
+class HealthStatus:
+    """Item of ``state.health`` (sender: checker; readers: elector, api, ctl).
+
+    Key: the VIP. ``state`` is PASSING, FAILING or UNKNOWN (no verdict yet: too few
+    probes since the checker started or the check changed). ``source`` is ``etcd`` or
+    ``local`` (a check file of this node). ``detail`` says what the last probe saw."""
+
+    ip: str
+    state: str
+    source: str
+    detail: str = ""
+    checked_at: float = 0.0  # wall clock of the last probe
+
+
+# ---------------------------------------------------------------------------------------
 # elector -> applier, api (VIP ownership; SPEC section 3 and 5)
 
 
@@ -267,13 +312,68 @@ class DesiredVip:
 class VipStatus:
     """Item of ``state.vip_status`` (sender: elector; readers: api, ctl).
 
-    ``state`` is OWNER, STANDBY, INELIGIBLE or EXCLUDED."""
+    ``state`` is OWNER, STANDBY, FAILING (the VIP's health check does not pass here),
+    INELIGIBLE or EXCLUDED."""
 
     ip: str
     owner: str
     state: str
     ports: List[PortSpec]
     lease_ttl_s: float
+
+
+@register
+@dataclass
+class VipNodeState:
+    """One node's state for one VIP in ``VipClusterView``."""
+
+    node: str
+    state: str  # OWNER, STANDBY, FAILING, INELIGIBLE, EXCLUDED
+    check: str = ""  # the node's check verdict and what it saw ("FAILING: status 500")
+
+
+@register
+@dataclass
+class VipClusterView:
+    """Item of ``state.vip_cluster`` (sender: elector; readers: api, ctl): one configured
+    floating VIP as the whole cluster sees it (``networkdctl vip list``, ``GET /v1/vips``).
+
+    Built from etcd: locks, presence, the watcher's configuration and placement, each
+    node's health report; ``moving_to`` is set while a planned move is in progress."""
+
+    ip: str
+    app: str
+    proc: str
+    owner: str
+    nodes: List[VipNodeState] = field(default_factory=list)
+    moving_to: str = ""
+    check: str = ""  # the check's type ("tcp", "http"), "" for none
+
+
+@register
+@dataclass
+class VipCommand:
+    """Event ``command.vip`` (sender: api; reader: elector): an operator's request.
+
+    ``action`` add (``value``: the JSON value for ``/lain/config/vips/<key>``), rm, or move
+    (``to``: the node to move to, "" for any other eligible node)."""
+
+    id: str
+    action: str
+    key: str
+    value: str = ""
+    to: str = ""
+
+
+@register
+@dataclass
+class CommandResult:
+    """Event ``command.done`` (sender: elector; reader: api): the outcome of a command."""
+
+    id: str
+    ok: bool
+    message: str
+    status: int = 200  # the HTTP status the api answers with
 
 
 @register
@@ -290,13 +390,29 @@ class LeaderInfo:
 class LeaseHealth:
     """Item ``lease`` of ``state.lease`` (sender: elector; readers: applier, api).
 
-    ``alive`` false means the lease could not be renewed in time (fencing applies)."""
+    ``alive`` false means the lease could not be renewed in time (fencing applies).
+    ``valid_until`` is the CLOCK_MONOTONIC instant (``time.monotonic()``, the same in every
+    process of the host) after which the lease may be gone: a reader treats the lease as
+    dead past it, whatever it heard last (0: no lease)."""
 
     lease_id: int
     alive: bool
     ttl_s: float
     keepalive_ms: float = 0.0
     keepalive_failures: int = 0
+    valid_until: float = 0.0
+
+
+@register
+@dataclass
+class DesiredRevision:
+    """Item ``rev`` of ``state.desired_rev`` (sender: elector; readers: applier).
+
+    Sent right after every change of ``state.desired`` (same socket, so it arrives after
+    the change): the applier echoes it back in ``state.applied_rev`` once the host matches
+    that desired set, which is what lets the elector delete a released VIP's lock."""
+
+    rev: int
 
 
 # ---------------------------------------------------------------------------------------
@@ -313,6 +429,19 @@ class AppliedVip:
     ip: str
     bound: bool
     rules: int
+
+
+@register
+@dataclass
+class AppliedRevision:
+    """Item ``rev`` of ``state.applied_rev`` (sender: applier; readers: elector).
+
+    The elector's ``state.desired`` revision (and the elector's epoch, so a restarted
+    elector never takes an old echo for its own) that the host matched at the end of the
+    applier's last pass: every address not desired in it is gone."""
+
+    epoch: float
+    rev: int
 
 
 @register
@@ -528,11 +657,15 @@ STATE_TOPICS: Dict[str, type] = {
     "state.etcd": EtcdHealth,
     "state.sync": WatcherSync,
     "state.desired": DesiredVip,
+    "state.desired_rev": DesiredRevision,
     "state.vip_status": VipStatus,
+    "state.vip_cluster": VipClusterView,
     "state.leader": LeaderInfo,
     "state.lease": LeaseHealth,
     "state.elector": ElectorCounters,
     "state.applied": AppliedVip,
+    "state.applied_rev": AppliedRevision,
+    "state.health": HealthStatus,
     "state.applier": ApplierCounters,
     "state.upstreams": Upstreams,
     "state.hosts": HostsEntry,

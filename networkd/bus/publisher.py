@@ -3,22 +3,27 @@
 State is published as snapshots plus deltas. XPUB with ``XPUB_VERBOSE`` hands us every
 subscription, so a late joiner (or a subscriber that saw a gap and re-subscribed) gets a
 fresh snapshot of the topics it asked for. Periodic snapshots repair silent drops.
+
+``poll`` reads at most MAX_SUBSCRIPTIONS_PER_POLL subscription messages per call and
+answers each topic once per call, so a subscriber flooding (un)subscriptions cannot keep
+the publisher's loop from its other work; the rest waits for the next call.
 """
 
 import logging
 import os
 import time
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, Optional, Sequence, Set
 
 import zmq
 
-from networkd.bus import codec
+from networkd.bus import codec, endpoint_access
 from networkd.bus.messages import STATE_TOPICS
 
 log = logging.getLogger("networkd.bus")
 
 SNAPSHOT_INTERVAL = 10.0
 HIGH_WATER_MARK = 100_000
+MAX_SUBSCRIPTIONS_PER_POLL = 256
 
 
 def endpoint_dir(run_dir: str, name: str) -> str:
@@ -94,7 +99,10 @@ class StateTopic:
 
 
 class Publisher:
-    """One worker's endpoint. Call ``poll()`` often: it answers subscriptions."""
+    """One worker's endpoint. Call ``poll()`` often: it answers subscriptions.
+
+    ``allowed_groups``: None, every local user may connect; a sequence (even empty), only
+    root and those groups (a root publisher; ``endpoint_access``)."""
 
     def __init__(
         self,
@@ -103,10 +111,12 @@ class Publisher:
         sender: str,
         epoch: Optional[float] = None,
         snapshot_interval: float = SNAPSHOT_INTERVAL,
+        allowed_groups: Optional[Sequence[int]] = None,
     ) -> None:
         self.sender = sender
         self.epoch = time.time() if epoch is None else epoch
         self.path = endpoint_path(run_dir, sender)
+        self.subscribed: Set[str] = set()  # prefixes someone subscribes to now
         self._topics: Dict[str, StateTopic] = {}
         self._seq: Dict[str, int] = {}
         self._snapshot_interval = snapshot_interval
@@ -116,13 +126,18 @@ class Publisher:
         self.socket.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
         self.socket.setsockopt(zmq.LINGER, 0)
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        # Subscribers of every uid connect: a unix socket needs write permission to connect.
-        # Impersonation is prevented by the directory, which only this worker's uid may write.
-        old_umask = os.umask(0o111)
+        # A unix socket needs write permission to connect. A root publisher binds it for
+        # root alone, then opens it to the groups that subscribe (endpoint_access); others
+        # are open to every uid. Impersonation is prevented by the directory, which only
+        # this worker's uid may write.
+        restricted = allowed_groups is not None and os.geteuid() == 0
+        old_umask = os.umask(0o177 if restricted else 0o111)
         try:
             self.socket.bind(f"ipc://{self.path}")
         finally:
             os.umask(old_umask)
+        if restricted and allowed_groups is not None:
+            endpoint_access.restrict(self.path, list(allowed_groups))
 
     def state(self, topic: str) -> StateTopic:
         existing = self._topics.get(topic)
@@ -144,18 +159,27 @@ class Publisher:
             # A slow subscriber: it will see the sequence gap and re-subscribe.
             log.debug("bus send dropped topic=%s", topic)
 
-    def poll(self, timeout_ms: int = 0) -> None:
-        """Answer new subscriptions with snapshots and send the periodic snapshots."""
-        wanted: List[str] = []
+    def poll(self, timeout_ms: int = 0) -> int:
+        """Answer new subscriptions with snapshots and send the periodic snapshots.
+
+        Returns how many subscription messages it read (at most MAX_SUBSCRIPTIONS_PER_POLL).
+        """
+        wanted: Set[str] = set()
         if timeout_ms:
             self.socket.poll(timeout_ms)
-        while True:
+        read = 0
+        while read < MAX_SUBSCRIPTIONS_PER_POLL:
             try:
                 frame = self.socket.recv(flags=zmq.NOBLOCK)
             except zmq.Again:
                 break
+            read += 1
+            prefix = frame[1:].decode(errors="replace")
             if frame[:1] == b"\x01":
-                wanted.append(frame[1:].decode(errors="replace"))
+                wanted.add(prefix)
+                self.subscribed.add(prefix)
+            elif frame[:1] == b"\x00":  # XPUB reports it when the last subscriber left
+                self.subscribed.discard(prefix)
         if wanted:
             for topic in self._topics.values():
                 if topic.published and any(topic.topic.startswith(prefix) for prefix in wanted):
@@ -166,6 +190,12 @@ class Publisher:
             for topic in self._topics.values():
                 if topic.published:
                     topic.send_snapshot()
+        return read
+
+    def has_subscriber(self, topic: str) -> bool:
+        """Whether someone subscribed to a prefix of ``topic`` (an event sent now is
+        delivered; one sent before the subscription arrived is lost, pub/sub's nature)."""
+        return any(topic.startswith(prefix) for prefix in self.subscribed)
 
     def close(self) -> None:
         self.socket.close(0)

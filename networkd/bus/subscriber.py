@@ -79,6 +79,10 @@ class Subscriber:
             return None
         return mirror.items
 
+    def synced_mirrors(self) -> Dict[Tuple[str, str], Dict[str, Any]]:
+        """Every synced mirror's items by (sender, topic): live dicts, for this thread only."""
+        return {key: m.items for key, m in self._mirrors.items() if m.synced}
+
     def synced(self, sender: str, topic: str) -> bool:
         mirror = self._mirrors.get((sender, topic))
         return mirror is not None and mirror.synced

@@ -1,11 +1,16 @@
 """A subscriber to every publisher in a run dir, discovering new ones as they appear.
 
 Used by the api worker, ``networkdctl status`` and ``networkdctl tap``.
+
+The mirrors change under ``poll()``; another thread must not read them (a dict changing
+size while a renderer iterates it raises, or renders half of one update). ``frozen()``
+hands such a thread a read-only copy instead.
 """
 
 import os
 import time
-from typing import Any, Dict, List, Optional
+from types import MappingProxyType
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from networkd.bus.codec import Envelope
 from networkd.bus.publisher import endpoint_path
@@ -13,6 +18,22 @@ from networkd.bus.subscriber import Subscriber
 from networkd.status import publisher_names
 
 RESCAN_INTERVAL = 1.0
+
+
+class FrozenView:
+    """A read-only copy of a view's mirrors, with the same ``mirror``/``sources`` interface.
+
+    Items are replaced whole by the subscriber, never changed in place, so copying each
+    mirror's dict (not the items) is enough."""
+
+    def __init__(
+        self, mirrors: Mapping[Tuple[str, str], Mapping[str, Any]], sources: List[str]
+    ) -> None:
+        self._mirrors = {key: MappingProxyType(dict(items)) for key, items in mirrors.items()}
+        self.sources = tuple(sources)
+
+    def mirror(self, sender: str, topic: str) -> Optional[Mapping[str, Any]]:
+        return self._mirrors.get((sender, topic))
 
 
 class BusView:
@@ -41,6 +62,10 @@ class BusView:
     @property
     def sources(self) -> List[str]:
         return self.subscriber.sources
+
+    def frozen(self) -> FrozenView:
+        """A read-only copy of the mirrors as they are now, for other threads."""
+        return FrozenView(self.subscriber.synced_mirrors(), self.subscriber.sources)
 
     def live_sources(self) -> List[str]:
         return [n for n in self.sources if os.path.exists(endpoint_path(self.run_dir, n))]

@@ -2,8 +2,9 @@
 
 A node is eligible for VIP ``X`` when it runs ``app.proc`` (a container of the proc on
 this node, per the watcher's ``state.containers``), its hostname is not in
-``excluded_nodes`` and, when a Docker socket is configured and present, Docker says that
-container is running (the Go daemon's check).
+``excluded_nodes``, when a Docker socket is configured and present, Docker says that
+container is running (the Go daemon's check), and, when the VIP has a health check, the
+check passes here (the checker's ``state.health``).
 """
 
 import json
@@ -22,6 +23,7 @@ OWNER = "OWNER"
 STANDBY = "STANDBY"
 INELIGIBLE = "INELIGIBLE"
 EXCLUDED = "EXCLUDED"
+FAILING = "FAILING"  # runs the proc, but the VIP's health check does not pass here
 ELIGIBLE = "ELIGIBLE"  # internal: eligible, ownership not decided here
 
 # container_id -> True (running), False (not running), None (unknown: do not block)
@@ -37,8 +39,12 @@ def local_eligibility(
     hostname: str,
     containers: Dict[str, LocalContainer],
     running: Optional[RunningCheck] = None,
+    health: Optional[str] = None,
 ) -> Tuple[str, Optional[LocalContainer]]:
-    """(ELIGIBLE | INELIGIBLE | EXCLUDED, the local container when eligible)."""
+    """(ELIGIBLE | INELIGIBLE | EXCLUDED | FAILING, the local container when eligible).
+
+    ``health``: the verdict of the VIP's health check here (PASSING, FAILING, UNKNOWN), or
+    None when the VIP has no check. Anything but PASSING makes the node FAILING."""
     if hostname in vip.excluded_nodes:
         return EXCLUDED, None
     container = containers.get(proc_key(vip.app, vip.proc))
@@ -46,6 +52,8 @@ def local_eligibility(
         return INELIGIBLE, None
     if running is not None and running(container.container_id) is False:
         return INELIGIBLE, None
+    if health is not None and health != "PASSING":
+        return FAILING, None
     return ELIGIBLE, container
 
 
@@ -65,6 +73,9 @@ class DockerCheck:
         self.cache_s = cache_s
         self._cache: Dict[str, Tuple[float, Optional[bool]]] = {}
         self._warned = False
+        # Whether the last query got an answer: an unusable socket (the unprivileged
+        # elector without the docker group) needs no periodic re-check by the elector.
+        self.answering = False
 
     @property
     def enabled(self) -> bool:
@@ -91,10 +102,12 @@ class DockerCheck:
                 self.path, f"/containers/{container_id}/json", self.timeout
             )
         except OSError as exc:
+            self.answering = False
             if not self._warned:
                 self._warned = True
                 log.warning("docker check unavailable socket=%s reason=%s", self.path, exc)
             return None
+        self.answering = True
         if status == 404:
             return False
         if status != 200:

@@ -6,10 +6,19 @@ to this one lease, so a dead node loses them all at once when the lease expires.
 ``alive()`` is true while the last successful renewal is younger than the TTL minus a
 safety margin, counted from the moment the renewal was *sent*: the server's expiry is
 at least that send time plus the TTL, so an owner that stops announcing when ``alive()``
-turns false does so before the lease can expire on the server.
+turns false does so before the lease can expire on the server. ``valid_until()`` is that
+instant on CLOCK_MONOTONIC, which every process of the host reads alike: the elector
+publishes it and the applier stops announcing past it, whatever it heard last.
 
 The lease ID is kept in a file so a restarted elector resumes the same lease (if the
 server still has it) instead of granting a new one: a restart moves no VIP.
+
+A resumed lease keeps the TTL it was granted with, and is renewed at that pace. When the
+configured TTL differs (``-vip.ttl`` changed by a reload), a new lease with the new TTL is
+granted and the old one is kept alive as *retiring* until the elector has rebound every
+key to the new one (``retire()``), then revoked: no key ever lapses, no VIP moves.
+
+After ``revoke()`` (the final stop) the keeper neither renews nor grants again.
 """
 
 import json
@@ -18,9 +27,13 @@ import math
 import os
 import threading
 import time
-from typing import Any, Callable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Tuple
 
 from networkd.bus.messages import LeaseHealth
+from networkd.etcd.channel import ClientHolder
+from networkd.etcd.client import describe_error
+from networkd.etcd.keepalive import KeepAliveStreams
 
 log = logging.getLogger("networkd.elector")
 
@@ -32,28 +45,56 @@ def lease_ttl_seconds(ttl: float) -> int:
 
 def read_lease_file(path: str) -> int:
     """The lease ID stored by a previous run, 0 when absent or unreadable."""
+    return read_lease_ids(path)[0]
+
+
+def read_lease_ids(path: str) -> Tuple[int, int]:
+    """(lease ID, retiring lease ID) stored by a previous run; 0 for what is absent."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
         lease_id = int(data["id"])
-        return lease_id if lease_id > 0 else 0
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
+        retiring = int(data.get("retiring", 0) or 0)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return 0, 0
+    return (lease_id if lease_id > 0 else 0), (retiring if retiring > 0 else 0)
 
 
-def write_lease_file(path: str, lease_id: int, hostname: str) -> None:
+def write_lease_file(path: str, lease_id: int, hostname: str, retiring: int = 0) -> None:
     """Atomically store the lease ID (temp file + rename)."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"
+    data: dict = {"id": lease_id, "hostname": hostname}
+    if retiring:
+        data["retiring"] = retiring
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"id": lease_id, "hostname": hostname}, f)
+        json.dump(data, f)
         f.write("\n")
     os.replace(tmp, path)
 
 
-# Consecutive failed renewals (one per TTL/4) before another etcd endpoint is tried.
+# Consecutive failed renewals before the channel is replaced (another endpoint is tried).
 FAILOVER_AFTER = 2
+
+
+def default_margin(ttl: float) -> float:
+    """How long before its possible expiry a lease counts as dead: a quarter of the TTL,
+    at least 0.3 s (one renewal may be late without the lease looking lost)."""
+    return max(0.3, ttl / 4.0)
+
+
+@dataclass
+class _Held:
+    """One lease this keeper renews: its ID, granted TTL and last successful renewal."""
+
+    lease_id: int
+    ttl: float
+    last_ok: float  # send time of the last successful renewal (or grant)
+    margin: float
+
+    def valid_until(self) -> float:
+        return self.last_ok + self.ttl - self.margin
 
 
 class LeaseKeeper:
@@ -77,20 +118,22 @@ class LeaseKeeper:
     ) -> None:
         self.ttl = float(lease_ttl_seconds(ttl))
         self.interval = interval if interval is not None else self.ttl / 4.0
-        self.margin = margin if margin is not None else max(0.3, self.ttl / 4.0)
+        self.margin = margin if margin is not None else default_margin(self.ttl)
         self.path = path
         self.hostname = hostname
-        self._client_factory = client_factory
-        self._client: Any = None
+        self._holder = ClientHolder(client_factory, "lease", min_interval=0.0, clock=clock)
+        # Renewals share one keep-alive stream per channel (networkd.etcd.keepalive).
+        self._streams = KeepAliveStreams()
         self._on_change = on_change
         self._clock = clock
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._revoked = False
         self._thread: Optional[threading.Thread] = None
-        self._lease_id = 0
+        self._current: Optional[_Held] = None
+        self._retiring: Optional[_Held] = None
         self._generation = 0
-        self._last_ok = -1e18  # send time of the last successful renewal (or grant)
-        self._server_ttl = 0.0
+        self._lost = 0
         self._latency_ms = 0.0
         self._failures = 0
         self._consecutive_failures = 0
@@ -106,7 +149,13 @@ class LeaseKeeper:
     @property
     def lease_id(self) -> int:
         with self._lock:
-            return self._lease_id
+            return self._current.lease_id if self._current else 0
+
+    @property
+    def retiring_id(self) -> int:
+        """A previous lease of ours still renewed until its keys moved (0: none)."""
+        with self._lock:
+            return self._retiring.lease_id if self._retiring else 0
 
     @property
     def generation(self) -> int:
@@ -115,165 +164,281 @@ class LeaseKeeper:
             return self._generation
 
     @property
+    def lost(self) -> int:
+        """How many times the server said our lease was gone (expired while we lived)."""
+        with self._lock:
+            return self._lost
+
+    @property
     def resumed(self) -> bool:
         """True when the lease of a previous run was still alive and was resumed."""
         return self._resumed
 
+    def valid_until(self) -> float:
+        """CLOCK_MONOTONIC instant until which every key of ours is sure to live (0: none).
+
+        Past it the lease may expire on the server any moment: owners stop announcing."""
+        with self._lock:
+            return self._valid_until_locked()
+
+    def _valid_until_locked(self) -> float:
+        if self._current is None or self._revoked:
+            return 0.0
+        until = self._current.valid_until()
+        if self._retiring is not None:
+            until = min(until, self._retiring.valid_until())
+        return until
+
     def alive(self) -> bool:
         with self._lock:
-            return self._lease_id != 0 and self._clock() - self._last_ok < self.ttl - self.margin
+            return self._clock() < self._valid_until_locked()
 
     def remaining(self) -> float:
         """Seconds the lease is known to live on the server (lower bound), 0 if unknown."""
         with self._lock:
-            if not self._lease_id:
+            if self._current is None:
                 return 0.0
-            return max(0.0, self.ttl - (self._clock() - self._last_ok))
+            return max(0.0, self._current.ttl - (self._clock() - self._current.last_ok))
 
     def health(self) -> LeaseHealth:
-        alive = self.alive()
         with self._lock:
+            until = self._valid_until_locked()
             return LeaseHealth(
-                lease_id=self._lease_id,
-                alive=alive,
-                ttl_s=self.ttl,
+                lease_id=self._current.lease_id if self._current else 0,
+                alive=self._clock() < until,
+                ttl_s=self._current.ttl if self._current else self.ttl,
                 keepalive_ms=round(self._latency_ms, 1),
                 keepalive_failures=self._failures,
+                valid_until=until,
             )
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
         """Resume or grant the lease (one attempt, now), then keep it alive in a thread."""
-        self._client = self._client_factory()
+        self._holder.get()
         self._establish()
         self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop renewing (the lease stays on the server until its TTL runs out)."""
+    def stop(self, renew_first: bool = False) -> None:
+        """Stop renewing (the lease stays on the server until its TTL runs out).
+
+        ``renew_first`` (a plain restart): one last renewal on the way out, so the next
+        elector has a whole TTL to resume the lease, however slow its start."""
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5.0)
-        if self._client is not None:
-            try:
-                self._client.close()
-            except Exception:  # closing a broken channel
-                pass
+        if renew_first and not self._revoked:
+            with self._lock:
+                held = [h for h in (self._current, self._retiring) if h is not None]
+            for item in held:
+                self._renew(item)
+        self._streams.close()
+        self._holder.close()
 
     def revoke(self) -> bool:
-        """Revoke the lease (final stop): every key bound to it goes at once."""
-        lease_id = self.lease_id
-        if not lease_id:
-            return True
-        client = self._client or self._client_factory()
-        try:
-            client.revoke_lease(lease_id)
-        except Exception as exc:
-            log.warning("lease revoke failed id=%x reason=%s", lease_id, exc)
-            return False
-        log.info("lease revoked id=%x", lease_id)
+        """Revoke the lease (final stop): every key bound to it goes at once.
+
+        Renewals stop first, and no lease is granted afterwards, even if revoking fails
+        (the lease then runs out on its own)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5.0)
+        self._streams.close()
         with self._lock:
-            self._lease_id = 0
+            self._revoked = True
+            held = [h for h in (self._current, self._retiring) if h is not None]
+        ok = True
+        for item in held:
+            ok = self._revoke_one(item.lease_id) and ok
+        with self._lock:
+            self._current = self._retiring = None
         try:
             os.unlink(self.path)
         except OSError:
             pass
+        return ok
+
+    def retire(self) -> bool:
+        """The elector moved every key off the retiring lease: revoke it now."""
+        with self._lock:
+            item = self._retiring
+        if item is None:
+            return True
+        if not self._revoke_one(item.lease_id):
+            return False
+        with self._lock:
+            if self._retiring is item:
+                self._retiring = None
+            current = self._current
+        if current is not None:
+            self._write_file(current.lease_id, 0)
+        self._notify_if_changed()
+        return True
+
+    def _revoke_one(self, lease_id: int) -> bool:
+        try:
+            self._holder.get().revoke_lease(lease_id)
+        except Exception as exc:
+            log.warning("lease revoke failed id=%x reason=%s", lease_id, exc)
+            return False
+        log.info("lease revoked id=%x", lease_id)
         return True
 
     # -- the keeper thread -------------------------------------------------------------
 
+    def _held(self, lease_id: int, ttl: float, last_ok: float) -> _Held:
+        margin = self.margin if ttl == self.ttl else default_margin(ttl)
+        return _Held(lease_id, ttl, last_ok, margin)
+
+    def _pace(self) -> float:
+        """Renew every quarter of the shortest TTL held (a resumed lease keeps its own)."""
+        with self._lock:
+            ttls = [h.ttl for h in (self._current, self._retiring) if h is not None]
+        if not ttls:
+            return self.interval
+        return min(self.interval, min(ttls) / 4.0)
+
     def _run(self) -> None:
-        next_at = self._clock() + self.interval
+        next_at = self._clock() + self._pace()
         while not self._stop.is_set():
             delay = next_at - self._clock()
             if delay > 0 and self._stop.wait(delay):
                 break
-            started = self._clock()
-            next_at = started + self.interval
-            if self.lease_id:
-                self._renew()
-            else:
-                self._grant()
+            next_at = self._clock() + self._pace()
+            self._tick()
             self._notify_if_changed()
             if self._clock() > next_at:
                 next_at = self._clock()
 
+    def _tick(self) -> None:
+        with self._lock:
+            current, retiring, revoked = self._current, self._retiring, self._revoked
+        if revoked:
+            return
+        if current is None:
+            self._grant()
+        else:
+            self._renew(current)
+        if retiring is not None:
+            self._renew(retiring)
+
     def _establish(self) -> None:
-        stored = read_lease_file(self.path)
-        if stored:
+        stored, stored_retiring = read_lease_ids(self.path)
+        client = self._holder.get()
+        for lease_id, is_retiring in ((stored_retiring, True), (stored, False)):
+            if not lease_id:
+                continue
             try:
-                info = self._client.get_lease_info(stored)
-                remaining = int(info.TTL)
+                info = client.get_lease_info(lease_id)
+                remaining, granted = int(info.TTL), int(info.grantedTTL)
             except Exception as exc:
-                log.warning("lease resume check failed id=%x reason=%s", stored, exc)
+                log.warning("lease resume check failed id=%x reason=%s", lease_id, exc)
+                if is_retiring:
+                    continue
                 # Unknown: keep the ID; the first renewal tells whether it is still alive.
                 with self._lock:
-                    self._lease_id = stored
+                    self._current = self._held(lease_id, self.ttl, -1e18)
                 return
             # TTL is whole seconds remaining (0: under a second), -1 when not found.
-            if remaining >= 0:
+            if remaining < 0:
+                log.info("lease expired while stopped id=%x", lease_id)
+                continue
+            held = self._held(lease_id, float(granted or self.ttl), -1e18)
+            if is_retiring:
                 with self._lock:
-                    self._lease_id = stored
-                self._resumed = True
-                log.info("lease resumed id=%x remaining_s=%d", stored, remaining)
-                self._renew()
-                self._notify_if_changed()
-                return
-            log.info("lease expired while stopped id=%x", stored)
+                    self._retiring = held
+                self._renew(held)
+                continue
+            self._resumed = True
+            log.info("lease resumed id=%x remaining_s=%d ttl_s=%d", lease_id, remaining, granted)
+            with self._lock:
+                self._current = held
+            self._renew(held)
+            if held.ttl != self.ttl:
+                self._replace_for_ttl(held)
+            self._notify_if_changed()
+            return
         self._grant()
         self._notify_if_changed()
+
+    def _replace_for_ttl(self, held: _Held) -> None:
+        """The resumed lease has another TTL than configured: grant one with the new TTL and
+        keep the old one alive until every key has been rebound (``retire``)."""
+        log.info("lease ttl change id=%x ttl_s=%d new_ttl_s=%d", held.lease_id, held.ttl, self.ttl)
+        with self._lock:
+            if self._retiring is None:
+                self._retiring = held
+                self._current = None
+        self._grant()
+        with self._lock:
+            if self._current is None:  # the grant failed: keep the old lease as it was
+                self._current, self._retiring = held, None
 
     def _grant(self) -> None:
         sent = self._clock()
         try:
-            lease = self._client.lease(int(self.ttl))
+            lease = self._holder.get().lease(int(self.ttl))
         except Exception as exc:
-            self._failed(f"grant: {exc}")
+            self._failed(f"grant: {exc}", exc)
             return
         with self._lock:
-            self._lease_id = int(lease.id)
-            self._generation += 1
-            self._last_ok = sent
-            self._server_ttl = float(lease.ttl)
-            self._latency_ms = (self._clock() - sent) * 1000.0
-            self._consecutive_failures = 0
+            if self._revoked:  # the final stop won the race: give it back at once
+                revoked_meanwhile = True
+            else:
+                revoked_meanwhile = False
+                self._current = self._held(int(lease.id), float(lease.ttl), sent)
+                self._generation += 1
+                self._latency_ms = (self._clock() - sent) * 1000.0
+                self._consecutive_failures = 0
+            retiring = self._retiring.lease_id if self._retiring else 0
+        if revoked_meanwhile:
+            self._revoke_one(int(lease.id))
+            return
         log.info("lease granted id=%x ttl_s=%d", lease.id, lease.ttl)
+        self._write_file(int(lease.id), retiring)
+
+    def _write_file(self, lease_id: int, retiring: int) -> None:
         try:
-            write_lease_file(self.path, int(lease.id), self.hostname)
+            write_lease_file(self.path, lease_id, self.hostname, retiring)
         except OSError as exc:
             log.warning("lease file not written path=%s reason=%s", self.path, exc)
 
-    def _renew(self) -> None:
-        lease_id = self.lease_id
+    def _renew(self, held: _Held) -> None:
         sent = self._clock()
         try:
-            responses = list(self._client.refresh_lease(lease_id))
+            ttl = self._streams.renew(self._holder.get(), held.lease_id)
         except Exception as exc:
-            self._failed(f"keepalive: {exc}")
+            self._failed(f"keepalive: {describe_error(exc)}", exc)
             return
-        ttl = int(responses[0].TTL) if responses else 0
         if ttl <= 0:
-            # The server no longer has the lease: everything bound to it is gone.
-            log.warning("lease lost id=%x reason=expired on the server", lease_id)
-            with self._lock:
-                if self._lease_id == lease_id:
-                    self._lease_id = 0
-            self._grant()
+            self._expired(held)
             return
         with self._lock:
-            self._last_ok = sent
-            self._server_ttl = float(ttl)
+            held.last_ok = sent
             self._latency_ms = (self._clock() - sent) * 1000.0
             if self._consecutive_failures:
                 log.info(
                     "lease renewed again id=%x after_failures=%d",
-                    lease_id,
+                    held.lease_id,
                     self._consecutive_failures,
                 )
             self._consecutive_failures = 0
 
-    def _failed(self, reason: str) -> None:
+    def _expired(self, held: _Held) -> None:
+        """The server no longer has the lease: everything bound to it is gone."""
+        log.warning("lease lost id=%x reason=expired on the server", held.lease_id)
+        with self._lock:
+            if self._retiring is held:
+                self._retiring = None
+                return
+            if self._current is held:
+                self._current = None
+                self._lost += 1
+        self._grant()
+
+    def _failed(self, reason: str, exc: BaseException) -> None:
         with self._lock:
             self._failures += 1
             self._consecutive_failures += 1
@@ -281,42 +446,32 @@ class LeaseKeeper:
         if failures == 1:
             log.warning("lease renewal failed id=%x reason=%s", self.lease_id, reason)
         if failures % FAILOVER_AFTER == 0:
-            self._try_other_endpoint()
+            self._reconnect()
 
-    def _try_other_endpoint(self) -> None:
-        """Renewals keep failing: if another etcd endpoint answers, renew through it now.
-
-        The factory returns a client for the first endpoint that answers a read; with a
-        single endpoint it returns the same one and nothing changes (gRPC reconnects).
-        """
-        old = getattr(self._client, "endpoint", None)
+    def _reconnect(self) -> None:
+        """Renewals keep failing: renew through a new channel (a new TCP connection, and
+        another endpoint when the first one does not answer) from the next try on."""
+        old = self._holder.peek()
+        old_endpoint = getattr(old, "endpoint", None)
         try:
-            client = self._client_factory()
+            client = self._holder.make()
         except Exception as exc:
-            log.debug("lease failover probe failed reason=%s", exc)
+            log.debug("lease reconnect failed reason=%s", exc)
             return
-        new = getattr(client, "endpoint", None)
-        if new is None or new == old:
+        previous = self._holder.replace(client)
+        if previous is not None:
             try:
-                client.close()
+                previous.close()
             except Exception:
                 pass
-            return
-        previous, self._client = self._client, client
-        try:
-            previous.close()
-        except Exception:
-            pass
-        self.switched_endpoint = getattr(new, "url", str(new))
-        log.warning(
-            "etcd endpoint switched for the lease from=%s to=%s",
-            getattr(old, "url", old),
-            self.switched_endpoint,
-        )
-        if self.lease_id:
-            self._renew()
-        else:
-            self._grant()
+        new_endpoint = getattr(client, "endpoint", None)
+        if old_endpoint is not None and new_endpoint is not None and new_endpoint != old_endpoint:
+            self.switched_endpoint = getattr(new_endpoint, "url", str(new_endpoint))
+            log.warning(
+                "etcd endpoint switched for the lease from=%s to=%s",
+                getattr(old_endpoint, "url", old_endpoint),
+                self.switched_endpoint,
+            )
 
     def _notify_if_changed(self) -> None:
         alive = self.alive()
@@ -324,7 +479,7 @@ class LeaseKeeper:
             self._was_alive = alive
             if not alive:
                 log.warning("lease not alive id=%x: owner stops announcing", self.lease_id)
-        seen = (self.lease_id, self.generation, alive)
+        seen = (self.lease_id, self.generation, alive, self.retiring_id)
         if seen != self._notified:
             self._notified = seen
             if self._on_change is not None:

@@ -4,9 +4,12 @@ The elector mirrors ``/lain/networkd/``: VIP locks, the leader key, presence and
 keys. Contenders learn at once when a lock goes (a watch event, no polling interval).
 
 The watch runs on its own gRPC stream in its own thread (not ``etcd3``'s shared watcher,
-which spins when etcd is down). A broken stream or a compacted revision leads to a fresh
-read and a new watch after a short back-off; the copy is kept meanwhile, so an etcd
-outage looks like "nothing changed", which is what the fencing policy ``hold`` wants.
+which spins when etcd is down), on a channel of its own (a ``ClientHolder``). A
+``StreamWatchdog`` cancels a stream that stops answering progress requests for a second;
+a broken stream or a compacted revision leads to a fresh read and a new watch after a
+short back-off, on a new channel when the old one's connection was at fault, so a healed
+partition is noticed within a second. The copy is kept meanwhile, so an etcd outage looks
+like "nothing changed", which is what the fencing policy ``hold`` wants.
 Transactions of this node are applied locally right away (``note_put`` and
 ``note_delete``) so the controller never waits for its own echo.
 """
@@ -15,8 +18,15 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional
 
+from networkd.etcd.channel import (
+    ClientHolder,
+    StreamWatchdog,
+    is_transport_error,
+    iterate_requests,
+    stream_failure,
+)
 from networkd.keys import prefix_range_end
 
 log = logging.getLogger("networkd.elector")
@@ -37,14 +47,14 @@ def decode_value(raw: bytes) -> str:
 class KeyMirror:
     def __init__(
         self,
-        client: Any,
+        holder: ClientHolder,
         prefix: str,
         on_change: Optional[Callable[[], None]] = None,
-        backoff: float = 0.2,
-        max_backoff: float = 1.0,
+        backoff: float = 0.1,
+        max_backoff: float = 0.2,
     ) -> None:
         self.prefix = prefix
-        self._client = client
+        self._holder = holder
         self._on_change = on_change
         self._backoff = backoff
         self._max_backoff = max_backoff
@@ -58,7 +68,9 @@ class KeyMirror:
         self._thread: Optional[threading.Thread] = None
         self._call: Any = None
         self._requests: Optional[queue.Queue[Any]] = None
+        self._watchdog: Optional[StreamWatchdog] = None
         self.resyncs = 0
+        self.disconnects = 0  # times the connection was lost (an outage, a partition)
 
     # -- public view -------------------------------------------------------------------
 
@@ -144,22 +156,32 @@ class KeyMirror:
     def _run(self) -> None:
         delay = self._backoff
         while not self._stop.is_set():
+            client = None
             try:
-                revision = self._load()
+                client = self._holder.get()
+                revision = self._load(client)
                 delay = self._backoff
-                self._watch(revision + 1)
+                self._watch(client, revision + 1)
             except Exception as exc:  # grpc errors, etcd3 exceptions: retry
                 if self._stop.is_set():
                     break
+                reason = stream_failure(self._watchdog) or _reason(exc)
                 if self._connected:
-                    log.warning("etcd watch lost prefix=%s reason=%s", self.prefix, _reason(exc))
+                    log.warning("etcd watch lost prefix=%s reason=%s", self.prefix, reason)
+                    self.disconnects += 1
                 self._connected = False
+                if client is not None and (self._watchdog_fired() or is_transport_error(exc)):
+                    self._holder.recycle(reason)
             if self._stop.wait(delay):
                 break
             delay = min(self._max_backoff, delay * 2)
 
-    def _load(self) -> int:
-        response = self._client.get_prefix_response(self.prefix)
+    def _watchdog_fired(self) -> bool:
+        return bool(stream_failure(self._watchdog))
+
+    def _load(self, client: Any) -> int:
+        self._watchdog = None
+        response = client.get_prefix_response(self.prefix)
         data: Dict[str, Entry] = {}
         for kv in response.kvs:
             key = kv.key.decode("utf-8", errors="replace")
@@ -189,7 +211,7 @@ class KeyMirror:
         self._changed()
         return revision
 
-    def _watch(self, start_revision: int) -> None:
+    def _watch(self, client: Any, start_revision: int) -> None:
         from etcd3 import etcdrpc
 
         requests: queue.Queue[Any] = queue.Queue()
@@ -199,18 +221,21 @@ class KeyMirror:
             start_revision=start_revision,
         )
         requests.put(etcdrpc.WatchRequest(create_request=create))
-        stub = etcdrpc.WatchStub(self._client.channel)
+        stub = etcdrpc.WatchStub(client.channel)
         self._requests = requests
         call = stub.Watch(
-            _iterate(requests),
-            credentials=self._client.call_credentials,
-            metadata=self._client.metadata,
+            iterate_requests(requests),
+            credentials=client.call_credentials,
+            metadata=client.metadata,
         )
         self._call = call
+        watchdog = self._watchdog = StreamWatchdog(client, requests, call, self.prefix.encode())
+        watchdog.start()
         if self._stop.is_set():
             self._cancel_stream()
         try:
             for response in call:
+                watchdog.seen(response)
                 if response.compact_revision:
                     log.warning(
                         "etcd watch compacted prefix=%s revision=%d",
@@ -222,6 +247,7 @@ class KeyMirror:
                     return
                 self._handle(response)
         finally:
+            watchdog.stop()
             requests.put(None)
             self._call = None
             self._requests = None
@@ -244,14 +270,6 @@ class KeyMirror:
                     self._apply(key, None, revision)
             self._revision = max(self._revision, int(response.header.revision))
         self._changed()
-
-
-def _iterate(requests: "queue.Queue[Any]") -> Iterator[Any]:
-    while True:
-        item = requests.get()
-        if item is None:
-            return
-        yield item
 
 
 def _reason(exc: BaseException) -> str:

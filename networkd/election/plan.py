@@ -12,6 +12,14 @@ we are still eligible: it is re-contended at once, and dropped only when another
 demonstrably holds the lock (or the applier yielded to another node's announcement).
 Fencing ``strict``: a VIP is kept only while the lock is ours; the worker additionally
 drops every bound VIP when the lease is not alive.
+
+Settling (holder affinity): after a disturbance of etcd (this node's lease expired under
+it, or its connection to etcd was lost), locks that vanished with many leases at once
+belong to nodes that may well still be fine. While ``settling`` a free lock is contended
+at once by its last holder only (this node, if it still has the address or held it last);
+other nodes leave it alone until the settling period ends, and nobody gives VIPs away to
+rebalance. So an etcd stall moves no VIP whose holder stayed healthy, and a VIP never
+gets a second announcer from the reshuffle.
 """
 
 import dataclasses
@@ -20,6 +28,7 @@ from typing import Dict, List, NamedTuple, Optional, Set, Tuple
 from networkd.bus.messages import LocalContainer, VipConfig
 from networkd.election import spread
 from networkd.election.eligibility import ELIGIBLE, OWNER, STANDBY, proc_key
+from networkd.keys import Move
 
 
 class Holder(NamedTuple):
@@ -41,6 +50,7 @@ class VipPlan:
     )  # ip -> lease of our lock (0: none)
     rebind: Dict[str, int] = dataclasses.field(default_factory=dict)  # ip -> old lease
     giveaway: Set[str] = dataclasses.field(default_factory=set)
+    moving: Set[str] = dataclasses.field(default_factory=set)  # released for a planned move
 
 
 @dataclasses.dataclass
@@ -59,6 +69,10 @@ class PlanInput:
     yielded: Set[str] = dataclasses.field(default_factory=set)
     giveaway_blocked: Set[str] = dataclasses.field(default_factory=set)
     over_share_delay: float = 4.0
+    settling: bool = False
+    last_holder: Dict[str, str] = dataclasses.field(default_factory=dict)  # ip -> hostname
+    rebalance: bool = True  # False while the cluster's presence keys are still moving
+    moves: Dict[str, Move] = dataclasses.field(default_factory=dict)  # planned moves by VIP
 
 
 def plan_vips(p: PlanInput) -> VipPlan:
@@ -107,7 +121,15 @@ def plan_vips(p: PlanInput) -> VipPlan:
             elif ip in p.desired_now:
                 out.release[ip] = 0
             continue
+        move = p.moves.get(ip)
         if is_ours(h):
+            if move is not None and move.source == me and move.target != me:
+                # a planned move away from us: released in order like a giveaway
+                assert h is not None
+                out.release[ip] = h.lease
+                out.moving.add(ip)
+                out.status[ip] = (STANDBY, me)
+                continue
             out.keep[ip] = container
             out.status[ip] = (OWNER, me)
             continue
@@ -130,6 +152,13 @@ def plan_vips(p: PlanInput) -> VipPlan:
             continue
         # The lock is free.
         out.status[ip] = (STANDBY, "")
+        if move is not None and (move.source == me or move.target not in ("", me)):
+            if ip in p.desired_now:
+                out.release[ip] = 0
+            continue  # moving away from us, or to a named other node
+        if move is not None and move.target == me and p.alive:
+            out.compete[ip] = 0.0  # the node the move is for takes it at once
+            continue
         held = held_of[pk].get(me, 0)
         if ip in p.desired_now and p.fencing == "hold" and ip not in p.yielded:
             out.keep[ip] = container
@@ -141,11 +170,20 @@ def plan_vips(p: PlanInput) -> VipPlan:
             out.release[ip] = 0
         if not p.alive:
             continue
+        if p.settling:
+            last = p.last_holder.get(ip, "")
+            if last == me:
+                out.compete[ip] = 0.0  # ours before the disturbance: take it back first
+            if last:
+                continue  # another node's: its holder takes it back, or we do once settled
         nodes = nodes_of[pk]
         share = spread.fair_share(len(by_proc[pk]), len(nodes))
         eligible_nodes = [n for n in nodes if n not in cfg.excluded_nodes]
+        if move is not None:  # the node it moves away from is no candidate: rank without it
+            eligible_nodes = [n for n in eligible_nodes if n != move.source]
         rank = spread.rendezvous_rank(ip, me, eligible_nodes)
-        out.compete[ip] = spread.compete_delay(held, share, rank, p.over_share_delay)
+        least = min([held_of[pk].get(n, 0) for n in eligible_nodes] + [held])
+        out.compete[ip] = spread.compete_delay(held, share, rank, p.over_share_delay, least=least)
 
     # Locks of ours for VIPs that are no longer configured: release them.
     for ip, h in p.locks.items():
@@ -155,8 +193,8 @@ def plan_vips(p: PlanInput) -> VipPlan:
         if ip not in p.configs and ip not in out.release and ip not in p.releasing:
             out.release[ip] = 0
 
-    # Rebalance: one VIP per proc at a time, only with a live lease.
-    if p.alive:
+    # Rebalance: one VIP per proc at a time, only with a live lease, once settled.
+    if p.alive and p.rebalance and not p.settling:
         for pk, ips in by_proc.items():
             if any(ip in p.releasing for ip in ips):
                 continue

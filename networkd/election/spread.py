@@ -2,10 +2,13 @@
 
 Settled state: no node holds more than ``ceil(VIPs of the proc / eligible live nodes)``.
 
-- Every free lock is contended after a small delay that grows with how many VIPs of the
-  proc this node holds already, plus its rendezvous rank for that VIP among the eligible
-  live nodes: the least loaded, best ranked node wins without a race, and a lock that
-  goes on node death is taken at once by the best standby.
+- Every free lock is contended after a small delay that grows with how many more VIPs of
+  the proc this node holds than the least loaded eligible node, plus its rendezvous rank
+  for that VIP among the eligible live nodes: the least loaded, best ranked node wins
+  without a race, and a lock that goes on node death is taken at once by the best
+  standby. (Counting from the least loaded node, not from zero: on a proc with many VIPs
+  per node, e.g. 25 webrouter VIPs on each of 4 nodes, an absolute count added 25 x 50 ms
+  to every failover, docs/SCALE.md.)
 - A node at or over its share does not compete, except after a long fallback delay (in
   case no other node can take the VIP, e.g. its Docker check fails there).
 - A node over its share while another eligible live node is under it gives one VIP away
@@ -43,10 +46,12 @@ def rendezvous_rank(vip: str, node: str, nodes: Iterable[str]) -> int:
 
 
 def compete_delay(
-    held: int, share: int, rank: int, over_share_delay: float, step: float = STEP_S
+    held: int, share: int, rank: int, over_share_delay: float, step: float = STEP_S, least: int = 0
 ) -> float:
-    """Seconds to wait after a lock is seen free before contending for it."""
-    base = (held + rank) * step
+    """Seconds to wait after a lock is seen free before contending for it. ``least``: the
+    fewest VIPs of the proc any eligible live node holds (every node counts alike, so the
+    order of the contenders is that of ``held + rank``)."""
+    base = (max(0, held - least) + rank) * step
     if share and held >= share:
         return over_share_delay + base
     return base

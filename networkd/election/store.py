@@ -11,6 +11,7 @@ import logging
 from typing import Any, List, NamedTuple, Optional
 
 from networkd.election.mirror import KeyMirror
+from networkd.etcd.channel import ClientHolder
 
 log = logging.getLogger("networkd.elector")
 
@@ -52,12 +53,20 @@ def _header_revision(
 
 
 class OwnedKeys:
-    """Transactions on keys bound to this node's lease, echoed into the mirror."""
+    """Transactions on keys bound to this node's lease, echoed into the mirror.
+
+    ``client`` is an etcd3 client or a ``ClientHolder`` (whose current client is used for
+    each transaction, so a replaced channel is picked up at once)."""
 
     def __init__(self, client: Any, hostname: str, mirror: Optional[KeyMirror] = None) -> None:
-        self.client = client
+        self._source = client
         self.hostname = hostname
         self.mirror = mirror
+
+    @property
+    def client(self) -> Any:
+        source = self._source
+        return source.get() if isinstance(source, ClientHolder) else source
 
     def claim(self, key: str, lease_id: int, value: Optional[str] = None) -> TxnResult:
         """Create ``key`` = hostname (or ``value``) bound to the lease, only if absent."""
@@ -150,6 +159,50 @@ class OwnedKeys:
             [transactions.Delete(key)],
             [],
         )
+
+    def put_own(self, key: str, value: str, lease_id: int) -> TxnResult:
+        """Write a key only this node writes (its health report), bound to the lease."""
+        from etcd3 import transactions
+
+        result = _header_revision(
+            self.client, [], [transactions.Put(key, value, lease=lease_id)], []
+        )
+        if self.mirror is not None:
+            self.mirror.note_put(key, value, lease_id, result.revision)
+        return result
+
+    def create(self, key: str, value: str, lease_id: int) -> TxnResult:
+        """Create ``key`` = ``value`` bound to the lease, only if absent (a planned move)."""
+        from etcd3 import transactions
+
+        result = _header_revision(
+            self.client,
+            [transactions.Create(key) == 0],
+            [transactions.Put(key, value, lease=lease_id)],
+            [],
+        )
+        if result.succeeded and self.mirror is not None:
+            self.mirror.note_put(key, value, lease_id, result.revision)
+        return result
+
+    def delete_if(self, key: str, expected: str) -> TxnResult:
+        """Delete ``key`` only if it still holds ``expected``."""
+        from etcd3 import transactions
+
+        result = _header_revision(
+            self.client, [transactions.Value(key) == expected], [transactions.Delete(key)], []
+        )
+        if result.succeeded and self.mirror is not None:
+            self.mirror.note_delete(key, result.revision)
+        return result
+
+    def put_config(self, key: str, value: str) -> None:
+        """An operator's write of a configuration value (``networkdctl vip add``)."""
+        self.client.put(key, value)
+
+    def delete_config(self, key: str) -> bool:
+        """An operator's delete of a configuration value; False when it was absent."""
+        return bool(self.client.delete(key))
 
     def read(self, key: str) -> Optional[bytes]:
         value, _meta = self.client.get(key)

@@ -38,6 +38,10 @@ GRPC_OPTIONS: List[Tuple[str, Any]] = [
     ("grpc.min_reconnect_backoff_ms", 100),
     # An owner coming back from a partition yields once it reaches etcd again: keep that quick.
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # A new channel must open a new TCP connection: with the global subchannel pool gRPC may
+    # hand a replacement channel the old connection, stuck in retransmissions after a
+    # partition (networkd.etcd.channel).
+    ("grpc.use_local_subchannel_pool", 1),
 ]
 
 

@@ -24,18 +24,23 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import grpc
 
 from networkd import keys
+from networkd.etcd.channel import iterate_requests
 from networkd.etcd.client import Backoff, EtcdConnectError, EtcdConnector, describe_error, probe
 
 log = logging.getLogger("networkd.etcd")
 
 PAGE_SIZE = 2000
-PROBE_INTERVAL = 1.0
-PROBE_TIMEOUT = 2.0
+# A dead connection is noticed within PROBE_INTERVAL + PROBE_TIMEOUT (about a second), and
+# reconnecting is retried at least every RECONNECT_MAX seconds: after a partition heals the
+# watcher is back within about a second (networkd.etcd.channel explains why it must probe).
+PROBE_INTERVAL = 0.5
+PROBE_TIMEOUT = 1.0
+RECONNECT_MAX = 1.0
 READ_ATTEMPTS = 5
 
 
@@ -123,7 +128,7 @@ class EtcdReader(threading.Thread):
         self.ranges = tuple(ranges)
         self.probe_interval = probe_interval
         self.probe_timeout = probe_timeout
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or Backoff(maximum=RECONNECT_MAX)
         self.revision = 0  # last revision handed over (snapshot or events)
         self.cluster_id = 0
         self.full_reads = 0
@@ -239,13 +244,6 @@ class EtcdReader(threading.Thread):
             return
         raise RuntimeError(f"full read kept failing: {describe_error(last) if last else '?'}")
 
-    def _request_iter(self, requests: "queue.Queue[Any]") -> Iterator[Any]:
-        while True:
-            item = requests.get()
-            if item is None:
-                return
-            yield item
-
     def _watch(self, client: Any, endpoint: str) -> None:
         from etcd3.etcdrpc import rpc_pb2
 
@@ -265,7 +263,7 @@ class EtcdReader(threading.Thread):
         from etcd3.etcdrpc import rpc_pb2_grpc
 
         stub = rpc_pb2_grpc.WatchStub(client.channel)
-        call = stub.Watch(self._request_iter(requests), **_rpc_options(client))
+        call = stub.Watch(iterate_requests(requests), **_rpc_options(client))
         self._requests, self._call = requests, call
         if self.stopping:
             self._cancel_stream()

@@ -196,6 +196,9 @@ class ClusterState:
             batch.touch(T_CONFIG_ERRORS, text)
             self.items[T_CONFIG_ERRORS][text] = ConfigError(key=text, reason=parsed.error)
             return
+        if parsed.warning:  # accepted, with a part rejected alone
+            batch.touch(T_CONFIG_ERRORS, text)
+            self.items[T_CONFIG_ERRORS][text] = ConfigError(key=text, reason=parsed.warning)
         table = _POD_GROUPS if parsed.kind == keys.KIND_POD_GROUP else DIRECT_TOPICS[parsed.kind]
         self._owners.setdefault(table, {}).setdefault(parsed.item_key, set()).add(text)
         self._recompute(table, parsed.item_key, batch)
@@ -208,9 +211,10 @@ class ClusterState:
         self._raw.pop(text, None)
         if old is None:
             return
-        if old.error:
+        if old.error or old.warning:
             batch.touch(T_CONFIG_ERRORS, text)
             self.items[T_CONFIG_ERRORS].pop(text, None)
+        if old.error:
             return
         table = _POD_GROUPS if old.kind == keys.KIND_POD_GROUP else DIRECT_TOPICS[old.kind]
         owners = self._owners.get(table, {})

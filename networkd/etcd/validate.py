@@ -18,7 +18,7 @@ import ipaddress
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from networkd import keys
 from networkd.bus.messages import (
@@ -26,6 +26,7 @@ from networkd.bus.messages import (
     AppsKey,
     DomainEntry,
     DomainServers,
+    HealthCheck,
     LeaderAddress,
     LocalContainer,
     PortSpec,
@@ -59,6 +60,9 @@ class Parsed:
     item_key: str = ""
     item: Any = None
     error: str = ""
+    # A part of an accepted value that was rejected alone (a VIP's bad ``health`` object:
+    # the VIP works without a check); shown as a config error under the same key.
+    warning: str = ""
 
     @property
     def ok(self) -> bool:
@@ -194,6 +198,107 @@ def _ip(text: Any, path: str, problems: Problems) -> str:
         return ""
 
 
+# --- health checks (SPEC section 9) ----------------------------------------------------
+
+HEALTH_TYPES = ("tcp", "http")
+LOCAL_HEALTH_TYPES = ("tcp", "http", "exec")
+MAX_COMMAND_ARGS = 64
+
+
+def _number(
+    obj: Dict[str, Any],
+    name: str,
+    default: float,
+    bounds: Tuple[float, float],
+    where: str,
+    problems: Problems,
+) -> float:
+    value = obj.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        problems.add(where + name, f"expected a number, got {_type_name(value)}")
+        return default
+    if not bounds[0] <= value <= bounds[1]:
+        problems.add(where + name, f"{value} out of range {bounds[0]:g}..{bounds[1]:g}")
+        return default
+    return float(value)
+
+
+def parse_health(
+    raw: Any, problems: Problems, local: bool = False, where: str = "health."
+) -> Optional[HealthCheck]:
+    """A health check object: from a VIP's etcd value (``tcp``, ``http``), or, with
+    ``local``, from a node's own check file (also ``exec`` with its ``command``). Checks that
+    run a command never come from etcd: any value writer would run code on every node."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        problems.add(where.rstrip(".") or "value", f"expected a JSON object, got {_type_name(raw)}")
+        return None
+    allowed = LOCAL_HEALTH_TYPES if local else HEALTH_TYPES
+    kind = raw.get("type")
+    if not isinstance(kind, str) or kind.strip().lower() not in allowed:
+        extra = "; exec checks come only from check files of the node" if not local else ""
+        problems.add(where + "type", f"expected one of {', '.join(allowed)}, got {kind!r}{extra}")
+        return None
+    kind = kind.strip().lower()
+    port = (
+        0
+        if _absent(raw.get("port"))
+        else parse_port_value(raw.get("port"), where + "port", problems)
+    )
+    interval = _number(raw, "interval", 1.0, (0.1, 3600.0), where, problems)
+    timeout = _number(raw, "timeout", min(1.0, interval), (0.05, 3600.0), where, problems)
+    fall = int(_number(raw, "fall", 3, (1, 100), where, problems))
+    rise = int(_number(raw, "rise", 2, (1, 100), where, problems))
+    path = "/"
+    expect = [200]
+    command: List[str] = []
+    if kind == "http":
+        path = _string(raw, "path", where, problems, required=False) or "/"
+        if not path.startswith("/") or len(path) > 1024 or not path.isprintable() or " " in path:
+            problems.add(where + "path", f"expected an absolute URL path, got {path!r}")
+        codes = _optional_list(raw.get("expect"), where + "expect", problems)
+        if codes:
+            expect = []
+            for i, code in enumerate(codes):
+                if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599:
+                    problems.add(
+                        f"{where}expect[{i}]", f"expected an HTTP status code, got {code!r}"
+                    )
+                else:
+                    expect.append(code)
+    if kind == "exec":
+        args = raw.get("command")
+        if (
+            not isinstance(args, list)
+            or not args
+            or len(args) > MAX_COMMAND_ARGS
+            or not all(isinstance(a, str) and a and "\0" not in a for a in args)
+        ):
+            problems.add(where + "command", "expected a list of strings: program and arguments")
+        elif not args[0].startswith("/"):
+            problems.add(
+                where + "command", f"the program must be an absolute path, got {args[0]!r}"
+            )
+        else:
+            command = list(args)
+    if problems:
+        return None
+    return HealthCheck(
+        type=kind,
+        port=port,
+        path=path,
+        expect=expect,
+        interval=interval,
+        timeout=timeout,
+        fall=fall,
+        rise=rise,
+        command=command,
+    )
+
+
 # --- per kind --------------------------------------------------------------------------
 
 
@@ -262,6 +367,14 @@ def _vip(suffix: str, value: bytes, problems: Problems) -> Parsed:
             excluded.append(node.strip())
     if problems:
         raise _Rejected
+    health_problems = Problems()
+    health = parse_health(obj.get("health"), health_problems)
+    warning = ""
+    if health_problems:
+        warning = f"{health_problems.reason} (the VIP works without a check)"
+    elif health is not None and not vip.floating:
+        warning = "health: only floating VIPs are checked (ignored on a port-only key)"
+        health = None
     return Parsed(
         keys.KIND_VIP,
         item_key,
@@ -272,7 +385,9 @@ def _vip(suffix: str, value: bytes, problems: Problems) -> Parsed:
             ports=ports,
             excluded_nodes=excluded,
             port=vip.port,
+            health=health,
         ),
+        warning=warning,
     )
 
 
@@ -485,6 +600,8 @@ def parse_source(text: Any, path: str, problems: Problems) -> str:
         return f"{a}-{b}"
     try:
         if "/" in text:
+            if "%" in text:  # a zone (fe80::%eth0/64) means nothing to iptables
+                raise ValueError(text)
             return str(ipaddress.ip_network(text, strict=False))
         return str(keys.parse_ip(text))
     except (ValueError, keys.KeyLayoutError):

@@ -1,42 +1,59 @@
 """The INPUT ACL of SPEC section 6: a pure plan from the whitelists and a python-iptables adapter.
 
-Filter table, in this order::
+Filter table, the same layout in iptables (IPv4 sources) and ip6tables (IPv6 sources)::
 
-    INPUT -i lo -j ACCEPT
-    INPUT -i docker0 -j ACCEPT
-    INPUT -i cali+ -j ACCEPT
-    INPUT -m state --state INVALID -j DROP
-    INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
-    INPUT -p tcp -m tcp --dport 22 -j ACCEPT
-    INPUT -s <whitelist ip or cidr> -j lain-ENTRY                      (whitelist_ips)
-    INPUT -p <proto> -m multiport --dports <up to 15> -j lain-ENTRY    (whitelist_ex_ports)
-    INPUT -s <src> | -m iprange --src-range <a-b> -j lain-INPUT        (whitelist_in_ports)
+    INPUT -m comment --comment "networkd acl, input policy before: ACCEPT" -j lain-ACL
+                                                           (the one rule of ours in INPUT)
+    lain-ACL -i lo -j ACCEPT
+    lain-ACL -i docker0 -j ACCEPT
+    lain-ACL -i cali+ -j ACCEPT
+    lain-ACL -m state --state INVALID -j DROP
+    lain-ACL -m state --state RELATED,ESTABLISHED -j ACCEPT
+    lain-ACL -p tcp -m tcp --dport 22 -j ACCEPT
+    lain-ACL -p ipv6-icmp -j ACCEPT                                  (ip6tables only)
+    lain-ACL -s <whitelist ip or cidr> | -m iprange --src-range <a-b> -j lain-ENTRY
+    lain-ACL -p <proto> -m multiport --dports <up to 15> -j lain-ENTRY   (both families)
+    lain-ACL -s <src> | -m iprange --src-range <a-b> -j lain-INPUT       (whitelist_in_ports)
     lain-ENTRY -j ACCEPT
     lain-INPUT -s <src> -p <proto> -m multiport --dports <ports> -j ACCEPT
     policy INPUT DROP
 
-Rules are the same shape the Go daemon used (``-m state``, no comments), so its leftovers
-are adopted. A rule of INPUT is ours when it is one of the six base rules or jumps to one of
-our chains; other rules of INPUT are never touched. Updates go by diff (never duplicated,
-never leaked); the rules are committed before the policy turns DROP; ``remove`` restores
-policy ACCEPT first and then removes everything.
+Ownership (docs/applier.md): the three ``lain-`` chains are networkd's entirely; in INPUT
+only rules that jump into them are ours (the marked jump, and the Go daemon's unmarked
+jumps into lain-ENTRY / lain-INPUT, which are replaced). Every other rule of INPUT is the
+operator's: never read beyond its target, never moved, never deleted. The comment of the
+jump records the INPUT policy found before networkd first changed it, so a restarted or
+SIGKILLed applier, and even a ruleset saved and restored by iptables-services, knows what
+the stop must restore; the stop restores it only when networkd turned it to DROP.
+
+Whitelist values come validated and normalised from the watcher (networkd/etcd/validate.py);
+the plan here does not judge them.
 """
 
 import ipaddress
 import logging
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from networkd.net.xtables import rule_fields, xtables_lock
+from networkd.net.xtables import (
+    XtablesLockTimeout,
+    rule_fields,
+    strip_comment_quotes,
+    xtables_lock,
+)
 
 log = logging.getLogger("networkd.applier")
 
+ACL_CHAIN = "lain-ACL"
 ENTRY_CHAIN = "lain-ENTRY"
 INPUT_CHAIN = "lain-INPUT"
-OUR_CHAINS = (ENTRY_CHAIN, INPUT_CHAIN)
+OUR_CHAINS = (ACL_CHAIN, ENTRY_CHAIN, INPUT_CHAIN)
+FAMILIES = (4, 6)
+MARK = "networkd acl"
+MARK_POLICY = ", input policy before: "
+POLICIES = ("ACCEPT", "DROP")
 MULTIPORT_MAX = 15  # the multiport match takes at most 15 ports (a range counts as two)
-PROTOCOLS = ("tcp", "udp", "sctp", "dccp", "udplite")
+ICMPV6 = "icmpv6"  # python-iptables' name of ipv6-icmp
 
 
 @dataclass(frozen=True, order=True)
@@ -46,12 +63,13 @@ class FilterRule:
     chain: str
     target: str
     in_iface: str = ""
-    src: str = ""  # a network with prefix, e.g. 10.0.0.0/8 or 10.1.2.3/32
+    src: str = ""  # a network with prefix (10.1.2.3/32, 2001:db8::/64); "" = any source
     src_range: str = ""  # a-b, the iprange match
     proto: str = ""
     dport: str = ""  # one port (-m tcp --dport)
     dports: str = ""  # multiport list
     state: str = ""  # -m state --state
+    comment: str = ""
 
     def describe(self) -> str:
         parts = [self.chain]
@@ -69,64 +87,69 @@ class FilterRule:
             parts.append(f"--dport {self.dport}")
         if self.dports:
             parts.append(f"-m multiport --dports {self.dports}")
+        if self.comment:
+            parts.append(f'-m comment --comment "{self.comment}"')
         parts.append(f"-j {self.target}")
         return " ".join(parts)
 
 
 BASE_RULES: Tuple[FilterRule, ...] = (
-    FilterRule("INPUT", "ACCEPT", in_iface="lo"),
-    FilterRule("INPUT", "ACCEPT", in_iface="docker0"),
-    FilterRule("INPUT", "ACCEPT", in_iface="cali+"),
-    FilterRule("INPUT", "DROP", state="INVALID"),
-    FilterRule("INPUT", "ACCEPT", state="RELATED,ESTABLISHED"),
-    FilterRule("INPUT", "ACCEPT", proto="tcp", dport="22"),
+    FilterRule(ACL_CHAIN, "ACCEPT", in_iface="lo"),
+    FilterRule(ACL_CHAIN, "ACCEPT", in_iface="docker0"),
+    FilterRule(ACL_CHAIN, "ACCEPT", in_iface="cali+"),
+    FilterRule(ACL_CHAIN, "DROP", state="INVALID"),
+    FilterRule(ACL_CHAIN, "ACCEPT", state="RELATED,ESTABLISHED"),
+    FilterRule(ACL_CHAIN, "ACCEPT", proto="tcp", dport="22"),
+)
+# IPv6 does not work without neighbour discovery and MLD (RFC 4890 4.4.1), which conntrack
+# leaves untracked: ICMPv6 is accepted as a whole, as CentOS 7's stock ip6tables ruleset does.
+BASE_RULES_V6: Tuple[FilterRule, ...] = BASE_RULES + (
+    FilterRule(ACL_CHAIN, "ACCEPT", proto=ICMPV6),
 )
 ENTRY_RULES: Tuple[FilterRule, ...] = (FilterRule(ENTRY_CHAIN, "ACCEPT"),)
 
 
 # ---------------------------------------------------------------------------------------
-# validation of whitelist values
+# the plan: whitelists -> rules per family and chain
+
+ChainRules = Dict[str, List[FilterRule]]
 
 
-def parse_source(text: str) -> Tuple[str, str]:
-    """``ip``, ``cidr`` or ``a-b`` -> (src, src_range); raises ValueError naming the value."""
-    value = text.strip()
-    if "-" in value:
-        first, _, last = value.partition("-")
-        try:
-            a = ipaddress.IPv4Address(first.strip())
-            b = ipaddress.IPv4Address(last.strip())
-        except ValueError:
-            raise ValueError(f"not an IPv4 range: {text!r}")
-        if int(a) > int(b):
-            raise ValueError(f"range start after end: {text!r}")
-        return "", f"{a}-{b}"
+def source_match(text: str) -> Optional[Tuple[int, str, str]]:
+    """A validated source -> (family, src, src_range); None if it does not parse.
+
+    A ``/0`` network becomes "any source" (``src`` ""): the kernel reads a /0 back as no
+    source, so writing it as ``0.0.0.0/0`` would look like a different rule every pass."""
     try:
-        network = ipaddress.IPv4Network(value, strict=False)
+        if "-" in text:
+            first, _, last = text.partition("-")
+            a, b = ipaddress.ip_address(first), ipaddress.ip_address(last)
+            return a.version, "", f"{a}-{b}"
+        network = ipaddress.ip_network(text, strict=False)
     except ValueError:
-        raise ValueError(f"not an IPv4 address or network: {text!r}")
-    return network.with_prefixlen, ""
+        return None
+    return network.version, "" if network.prefixlen == 0 else network.with_prefixlen, ""
 
 
-def parse_port(text: str) -> Tuple[int, int]:
-    """``80`` or ``8000:8100`` (``8000-8100``) -> (first, last); raises ValueError."""
-    value = str(text).strip().replace("-", ":")
-    first, sep, last = value.partition(":")
-    if not first.isdigit() or (sep and not last.isdigit()):
-        raise ValueError(f"not a port or port range: {text!r}")
-    lo, hi = int(first), int(last) if sep else int(first)
-    if not (0 < lo < 65536 and 0 < hi < 65536 and lo <= hi):
-        raise ValueError(f"port out of range: {text!r}")
-    return lo, hi
+def _port_span(text: str) -> Tuple[int, int]:
+    first, _, last = text.partition(":")
+    return int(first), int(last or first)
 
 
 def port_chunks(ports: Iterable[str]) -> List[str]:
-    """Sorted, de-duplicated multiport lists of at most 15 ports (a range counts twice)."""
-    parsed = sorted({parse_port(p) for p in ports})
+    """Sorted, de-duplicated multiport lists of at most 15 ports (a range counts twice).
+
+    ``ports`` are validated ``80`` / ``8000:8100`` strings."""
+    spans = set()
+    for port in ports:
+        try:
+            spans.add(_port_span(str(port)))
+        except ValueError:
+            continue  # not from validate.py: nothing to build from it
     chunks: List[str] = []
     current: List[str] = []
     weight = 0
-    for lo, hi in parsed:
+    for lo, hi in sorted(spans):
         item = str(lo) if lo == hi else f"{lo}:{hi}"
         cost = 1 if lo == hi else 2
         if weight + cost > MULTIPORT_MAX:
@@ -139,91 +162,97 @@ def port_chunks(ports: Iterable[str]) -> List[str]:
     return chunks
 
 
-@dataclass
-class AclPlanInput:
-    """The ACL wanted, as rules per chain, plus the whitelist entries that were rejected."""
+def desired_acl(acl: Mapping[str, Any]) -> Dict[int, ChainRules]:
+    """Rules per family and chain from the watcher's ``state.acl`` items (AclList).
 
-    input: List[FilterRule] = field(default_factory=list)
-    entry: List[FilterRule] = field(default_factory=list)
-    lain_input: List[FilterRule] = field(default_factory=list)
-    errors: List[Tuple[str, str]] = field(default_factory=list)
+    Keys: ``whitelist_ips``, ``ex_ports/<proto>``, ``in_ports/<source>``. Each source lands
+    in its own family only; ``ex_ports`` (no source) in both."""
+    out: Dict[int, ChainRules] = {
+        family: {
+            ACL_CHAIN: list(BASE_RULES if family == 4 else BASE_RULES_V6),
+            ENTRY_CHAIN: list(ENTRY_RULES),
+            INPUT_CHAIN: [],
+        }
+        for family in FAMILIES
+    }
 
+    def add(family: int, rule: FilterRule) -> None:
+        rules = out[family][rule.chain]
+        if rule not in rules:
+            rules.append(rule)
 
-def desired_acl(acl: Mapping[str, Any]) -> AclPlanInput:
-    """Rules from the watcher's ``state.acl`` items (AclList); bad entries go to errors.
-
-    Keys: ``whitelist_ips``, ``ex_ports/<proto>``, ``in_ports/<source>``."""
-    out = AclPlanInput(input=list(BASE_RULES), entry=list(ENTRY_RULES))
     whitelist = acl.get("whitelist_ips")
-    if whitelist is not None:
-        seen = set()
-        for item in whitelist.items:
-            try:
-                src, src_range = parse_source(str(item))
-            except ValueError as exc:
-                out.errors.append(("whitelist_ips", str(exc)))
-                continue
-            rule = FilterRule("INPUT", ENTRY_CHAIN, src=src, src_range=src_range)
-            if rule not in seen:
-                seen.add(rule)
-                out.input.append(rule)
+    for item in whitelist.items if whitelist is not None else []:
+        found = source_match(str(item))
+        if found is not None:
+            family, src, src_range = found
+            add(family, FilterRule(ACL_CHAIN, ENTRY_CHAIN, src=src, src_range=src_range))
     for key in sorted(acl):
-        if not key.startswith("ex_ports/"):
-            continue
-        proto = key.split("/", 1)[1].lower()
-        if proto not in PROTOCOLS:
-            out.errors.append((key, f"unknown proto {proto!r}"))
-            continue
-        good = []
-        for port in acl[key].items:
-            try:
-                parse_port(str(port))
-                good.append(str(port))
-            except ValueError as exc:
-                out.errors.append((key, str(exc)))
-        for chunk in port_chunks(good):
-            out.input.append(FilterRule("INPUT", ENTRY_CHAIN, proto=proto, dports=chunk))
+        if key.startswith("ex_ports/"):
+            proto = key.split("/", 1)[1]
+            for chunk in port_chunks(acl[key].items):
+                for family in FAMILIES:
+                    add(family, FilterRule(ACL_CHAIN, ENTRY_CHAIN, proto=proto, dports=chunk))
     for key in sorted(acl):
         if not key.startswith("in_ports/"):
             continue
-        source = key.split("/", 1)[1]
-        try:
-            src, src_range = parse_source(source)
-        except ValueError as exc:
-            out.errors.append((key, str(exc)))
+        found = source_match(key.split("/", 1)[1])
+        if found is None:
             continue
-        rules = []
-        for proto_name in sorted(acl[key].ports):
-            proto = proto_name.lower()
-            if proto not in PROTOCOLS:
-                out.errors.append((key, f"unknown proto {proto_name!r}"))
-                continue
-            good = []
-            for port in acl[key].ports[proto_name]:
-                try:
-                    parse_port(str(port))
-                    good.append(str(port))
-                except ValueError as exc:
-                    out.errors.append((key, str(exc)))
-            for chunk in port_chunks(good):
-                rules.append(
-                    FilterRule(
-                        INPUT_CHAIN,
-                        "ACCEPT",
-                        src=src,
-                        src_range=src_range,
-                        proto=proto,
-                        dports=chunk,
-                    )
-                )
+        family, src, src_range = found
+        rules = [
+            FilterRule(
+                INPUT_CHAIN, "ACCEPT", src=src, src_range=src_range, proto=proto, dports=chunk
+            )
+            for proto in sorted(acl[key].ports)
+            for chunk in port_chunks(acl[key].ports[proto])
+        ]
         if rules:
-            out.input.append(FilterRule("INPUT", INPUT_CHAIN, src=src, src_range=src_range))
-            out.lain_input.extend(rules)
+            add(family, FilterRule(ACL_CHAIN, INPUT_CHAIN, src=src, src_range=src_range))
+            for rule in rules:
+                add(family, rule)
     return out
 
 
 # ---------------------------------------------------------------------------------------
-# reading rules back
+# the jump from INPUT and the policy it records
+
+
+def jump_rule(policy_before: str) -> FilterRule:
+    """Our one rule of INPUT; its comment is both our mark and the policy record."""
+    return FilterRule("INPUT", ACL_CHAIN, comment=f"{MARK}{MARK_POLICY}{policy_before}")
+
+
+def recorded_policy(rules: Sequence[Optional[FilterRule]]) -> Optional[str]:
+    """The policy recorded by the first of our INPUT rules that carries a readable record."""
+    for rule in rules:
+        if rule is None or not rule.comment.startswith(MARK + MARK_POLICY):
+            continue
+        policy = rule.comment[len(MARK + MARK_POLICY) :]
+        if policy in POLICIES:
+            return policy
+    return None
+
+
+def policy_before(current: str, leftovers: bool) -> str:
+    """What the stop should restore, decided when no record exists.
+
+    Without any chain of ours the current policy is the operator's. With chains of ours
+    but no record (the Go daemon's leftovers, which had no marks; or a jump removed from
+    outside), today's DROP may be ours: SPEC section 6 says the stop restores ACCEPT, as
+    the Go daemon's own stop did."""
+    return "ACCEPT" if leftovers else current
+
+
+def policy_to_restore(before: Optional[str], current: str) -> Optional[str]:
+    """The policy the stop sets, or None to leave it: only a DROP that networkd set goes."""
+    if before is None or current != "DROP" or before == "DROP":
+        return None
+    return before
+
+
+# ---------------------------------------------------------------------------------------
+# reading rules back and planning changes
 
 
 def parse_filter_rule(chain: str, fields: Dict[str, Any]) -> Optional[FilterRule]:
@@ -247,49 +276,86 @@ def parse_filter_rule(chain: str, fields: Dict[str, Any]) -> Optional[FilterRule
         elif name == "multiport" and set(params) == {"dports"}:
             values["dports"] = params["dports"]
         elif name == "iprange" and set(params) == {"src-range"}:
-            values["src_range"] = params["src-range"]
+            found = source_match(params["src-range"])
+            values["src_range"] = found[2] if found else params["src-range"]
+        elif name == "comment" and set(params) == {"comment"}:
+            values["comment"] = strip_comment_quotes(params["comment"])
         else:
             return None
     return FilterRule(chain, fields.get("target", ""), **values)
 
 
-def is_ours_in_input(fields: Dict[str, Any], rule: Optional[FilterRule]) -> bool:
-    """Whether a rule of INPUT belongs to the ACL (so we may change or remove it)."""
-    if fields.get("target") in OUR_CHAINS:
-        return True
-    return rule is not None and rule in BASE_RULES
-
-
 @dataclass(frozen=True)
-class RulesPlan:
+class ChainPlan:
+    """Changes to one chain of ours: flush first (rebuild), delete, then insert each rule at
+    its 0-based position, in order."""
+
+    flush: bool = False
     delete: Tuple[FilterRule, ...] = ()
-    add: Tuple[FilterRule, ...] = ()
+    insert: Tuple[Tuple[int, FilterRule], ...] = ()
 
     @property
     def empty(self) -> bool:
-        return not self.delete and not self.add
+        return not (self.flush or self.delete or self.insert)
 
 
-def plan_rules(desired: Sequence[FilterRule], actual: Sequence[FilterRule]) -> RulesPlan:
-    """Keep one copy of each desired rule present, delete the rest, append the missing
-    (in desired order). ``actual`` holds only rules that are ours."""
-    have = Counter(actual)
-    wanted = set(desired)
-    delete: List[FilterRule] = []
-    for rule in actual:
-        if have[rule] > (1 if rule in wanted else 0):
-            delete.append(rule)
-            have[rule] -= 1
-    present = set(actual)
-    add: List[FilterRule] = []
-    for rule in desired:
-        if rule not in present and rule not in add:
-            add.append(rule)
-    return RulesPlan(delete=tuple(delete), add=tuple(add))
+def plan_chain(desired: Sequence[FilterRule], actual: Sequence[Optional[FilterRule]]) -> ChainPlan:
+    """Make a chain of ours hold exactly ``desired``, in order, touching only what differs.
+
+    ``actual`` has None for a rule we cannot read. Unchanged rules keep their place and
+    counters; a duplicate, an unreadable rule or a rule out of order makes the chain be
+    rebuilt in the same commit (never a moment without it)."""
+    wanted = list(dict.fromkeys(desired))
+    order = {rule: i for i, rule in enumerate(wanted)}
+    kept = [rule for rule in actual if rule is not None and rule in order]
+    positions = [order[rule] for rule in kept]
+    if None in actual or len(set(kept)) != len(kept) or positions != sorted(positions):
+        return ChainPlan(flush=True, insert=tuple(enumerate(wanted)))
+    delete = tuple(rule for rule in actual if rule is not None and rule not in order)
+    present = set(kept)
+    insert = tuple((i, rule) for i, rule in enumerate(wanted) if rule not in present)
+    return ChainPlan(delete=delete, insert=insert)
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """Changes to INPUT: delete every rule of ours, then insert the jump at ``position``."""
+
+    replace: bool = False
+    position: int = 0
+
+
+@dataclass(frozen=True)
+class InputRule:
+    """A rule of INPUT that jumps into one of our chains (``rule`` None: unreadable)."""
+
+    index: int
+    target: str
+    rule: Optional[FilterRule]
+
+
+def plan_input(jump: FilterRule, ours: Sequence[InputRule]) -> InputPlan:
+    """Exactly one jump into our chains: ours where it is, else at the top of INPUT.
+
+    A wrong or extra rule of ours goes. The jump keeps the place of the first existing
+    jump to lain-ACL; without one it goes to the top, ahead of an operator's final REJECT
+    (an unmarked jump into lain-ENTRY / lain-INPUT, the Go daemon's, gives no place)."""
+    if [found.rule for found in ours] == [jump]:
+        return InputPlan()
+    for found in ours:
+        if found.target == ACL_CHAIN:
+            # its index once the rules of ours above it are deleted too
+            above = sum(1 for other in ours if other.index < found.index)
+            return InputPlan(replace=True, position=found.index - above)
+    return InputPlan(replace=True, position=0)
 
 
 # ---------------------------------------------------------------------------------------
 # adapter
+
+
+class AclFamilyUnavailable(RuntimeError):
+    """The filter table of a family cannot be opened (e.g. IPv6 disabled in the kernel)."""
 
 
 @dataclass
@@ -297,7 +363,8 @@ class AclResult:
     added: int = 0
     removed: int = 0
     policy_changed: bool = False
-    errors: List[Tuple[str, str]] = field(default_factory=list)
+    failed: Dict[int, str] = field(default_factory=dict)  # family -> reason
+    busy: bool = False  # the xtables lock was held by someone else: try again soon
 
     @property
     def changed(self) -> bool:
@@ -305,7 +372,18 @@ class AclResult:
 
 
 class AclRules:
-    """The ACL in the filter table through python-iptables."""
+    """The ACL in the filter tables (iptables and ip6tables) through python-iptables."""
+
+    def __init__(
+        self, families: Sequence[int] = FAMILIES, lock_timeout: Optional[float] = 5.0
+    ) -> None:
+        self.families = tuple(families)
+        # How long ``apply`` waits for the xtables lock: the applier waits only a moment and
+        # retries on its next pass, so nothing else it does waits behind iptables.
+        self.lock_timeout = lock_timeout
+        # family -> the policy the stop restores, as last read from our jump's comment (kept
+        # to write the jump back the same if someone deletes it while we run)
+        self.before: Dict[int, str] = {}
 
     @staticmethod
     def _iptc() -> Any:
@@ -313,13 +391,21 @@ class AclRules:
 
         return iptc
 
-    def _table(self) -> Any:
+    def _open(self, family: int) -> Any:
         iptc = self._iptc()
-        return iptc.Table(iptc.Table.FILTER, autocommit=False)
+        try:
+            if family == 6:
+                table = iptc.Table6(iptc.Table6.FILTER, autocommit=False)
+            else:
+                table = iptc.Table(iptc.Table.FILTER, autocommit=False)
+            table.refresh()
+        except iptc.IPTCError as exc:
+            raise AclFamilyUnavailable(f"IPv{family} filter table: {exc}") from exc
+        return table
 
-    def _build(self, rule: FilterRule) -> Any:
+    def _build(self, family: int, rule: FilterRule) -> Any:
         iptc = self._iptc()
-        built = iptc.Rule()
+        built = iptc.Rule6() if family == 6 else iptc.Rule()
         if rule.in_iface:
             built.in_interface = rule.in_iface
         if rule.src:
@@ -327,132 +413,181 @@ class AclRules:
         if rule.proto:
             built.protocol = rule.proto
         if rule.src_range:
-            match = built.create_match("iprange")
-            match.src_range = rule.src_range
+            built.create_match("iprange").src_range = rule.src_range
         if rule.state:
-            match = built.create_match("state")
-            match.state = rule.state
+            built.create_match("state").state = rule.state
         if rule.dport:
-            match = built.create_match(rule.proto)
-            match.dport = rule.dport
+            built.create_match(rule.proto).dport = rule.dport
         if rule.dports:
-            match = built.create_match("multiport")
-            match.dports = rule.dports
+            built.create_match("multiport").dports = rule.dports
+        if rule.comment:
+            built.create_match("comment").comment = rule.comment
         built.create_target(rule.target)
         return built
 
-    def _read(self, table: Any, chain: str) -> Tuple[List[FilterRule], List[Any]]:
-        """Our rules of ``chain`` in order, and iptc rules that are ours but unreadable."""
+    def _read_chain(self, table: Any, chain: str) -> List[Optional[FilterRule]]:
         iptc = self._iptc()
-        ours: List[FilterRule] = []
-        odd: List[Any] = []
-        for rule in iptc.Chain(table, chain).rules:
-            fields = rule_fields(rule)
-            parsed = parse_filter_rule(chain, fields)
-            if chain == "INPUT" and not is_ours_in_input(fields, parsed):
-                continue
-            if parsed is None:
-                odd.append(rule)
-            else:
-                ours.append(parsed)
-        return ours, odd
+        return [parse_filter_rule(chain, rule_fields(r)) for r in iptc.Chain(table, chain).rules]
 
-    def read(self) -> Dict[str, List[FilterRule]]:
+    def _input_ours(self, table: Any) -> List[InputRule]:
+        """The INPUT rules that jump into our chains. Other rules are only looked at for
+        their target: an operator's rule is none of our business."""
+        iptc = self._iptc()
+        ours = []
+        for index, rule in enumerate(iptc.Chain(table, "INPUT").rules):
+            target = rule.target
+            if target is not None and target.name in OUR_CHAINS:
+                parsed = parse_filter_rule("INPUT", rule_fields(rule))
+                ours.append(InputRule(index, target.name, parsed))
+        return ours
+
+    def _delete_ours_from_input(self, family: int, table: Any) -> int:
+        """Delete each INPUT rule jumping into our chains, reading INPUT afresh each time
+        (python-iptables rule handles point into the table cache and go stale)."""
+        iptc = self._iptc()
+        chain = iptc.Chain(table, "INPUT")
+        removed = 0
+        while True:
+            ours = [r for r in chain.rules if r.target is not None and r.target.name in OUR_CHAINS]
+            if not ours:
+                return removed
+            described = parse_filter_rule("INPUT", rule_fields(ours[0]))
+            chain.delete_rule(ours[0])
+            removed += 1
+            what = described.describe() if described else "INPUT (unreadable) -> lain chain"
+            log.info("acl rule removed family=%d rule=%s", family, what)
+
+    def _sync_chain(
+        self, family: int, table: Any, chain: str, desired: Sequence[FilterRule], result: AclResult
+    ) -> bool:
+        actual = self._read_chain(table, chain)
+        plan = plan_chain(desired, actual)
+        if plan.empty:
+            return False
+        ch = self._iptc().Chain(table, chain)
+        if plan.flush:
+            table.flush_entries(chain)
+            result.removed += len(actual)
+            log.info("acl chain rebuilt family=%d chain=%s rules=%d", family, chain, len(actual))
+        for rule in plan.delete:
+            ch.delete_rule(self._build(family, rule))
+            result.removed += 1
+            log.info("acl rule removed family=%d rule=%s", family, rule.describe())
+        for position, rule in plan.insert:
+            ch.insert_rule(self._build(family, rule), position)
+            result.added += 1
+            if not plan.flush:
+                log.info("acl rule added family=%d rule=%s", family, rule.describe())
+        return True
+
+    def read(self, family: int = 4) -> Dict[str, List[Optional[FilterRule]]]:
+        """Our rules: INPUT's jumps into our chains, and each chain of ours (tests, status)."""
         with xtables_lock():
-            table = self._table()
-            table.refresh()
-            out = {"INPUT": self._read(table, "INPUT")[0]}
+            table = self._open(family)
+            out = {"INPUT": [found.rule for found in self._input_ours(table)]}
             for chain in OUR_CHAINS:
-                out[chain] = self._read(table, chain)[0] if table.is_chain(chain) else []
+                out[chain] = self._read_chain(table, chain) if table.is_chain(chain) else []
             return out
 
-    def policy(self) -> str:
-        with xtables_lock():
-            table = self._table()
-            table.refresh()
-            return str(table.get_policy("INPUT")[0].name)
-
     def apply(self, acl: Mapping[str, Any]) -> AclResult:
-        """Install the ACL for ``acl`` (state.acl items); policy DROP once the rules are in."""
+        """Install the ACL for ``acl`` (state.acl items) in each family; policy DROP once the
+        rules are committed. A family that fails is reported in ``failed``, the other goes on."""
         wanted = desired_acl(acl)
-        result = AclResult(errors=list(wanted.errors))
+        result = AclResult()
+        for family in self.families:
+            try:
+                self._apply_family(family, wanted[family], result)
+            except XtablesLockTimeout:
+                result.busy = True
+            except Exception as exc:
+                result.failed[family] = f"{type(exc).__name__}: {exc}"
+        return result
+
+    def _apply_family(self, family: int, chains: ChainRules, result: AclResult) -> None:
         iptc = self._iptc()
-        with xtables_lock():
-            table = self._table()
-            table.refresh()
+        with xtables_lock(timeout=self.lock_timeout):
+            table = self._open(family)
+            ours = self._input_ours(table)
+            policy = str(table.get_policy("INPUT")[0].name)
+            leftovers = any(table.is_chain(chain) for chain in OUR_CHAINS)
+            before = (
+                recorded_policy([found.rule for found in ours])
+                or self.before.get(family)
+                or policy_before(policy, leftovers)
+            )
+            self.before[family] = before
             changed = False
             for chain in OUR_CHAINS:
                 if not table.is_chain(chain):
                     table.create_chain(chain)
                     changed = True
-            for chain, desired in (
-                (ENTRY_CHAIN, wanted.entry),
-                (INPUT_CHAIN, wanted.lain_input),
-                ("INPUT", wanted.input),
-            ):
-                changed = self._sync_chain(table, chain, desired, result) or changed
+            for chain in (ENTRY_CHAIN, INPUT_CHAIN, ACL_CHAIN):
+                changed = self._sync_chain(family, table, chain, chains[chain], result) or changed
+            jump = jump_rule(before)
+            plan = plan_input(jump, ours)
+            if plan.replace:
+                result.removed += self._delete_ours_from_input(family, table)
+                iptc.Chain(table, "INPUT").insert_rule(self._build(family, jump), plan.position)
+                result.added += 1
+                changed = True
+                log.info("acl rule added family=%d position=%d rule=%s", family,
+                         plan.position + 1, jump.describe())  # fmt: skip
             if changed:
                 table.commit()
                 table.refresh()
-            if table.get_policy("INPUT")[0].name != "DROP":
+            if policy != "DROP":
                 # Only now, with the rules committed, does the default turn to DROP.
                 table.set_policy("INPUT", iptc.Policy("DROP"))
                 table.commit()
                 table.refresh()
                 result.policy_changed = True
-                log.info("acl policy set chain=INPUT policy=DROP")
-        return result
-
-    def _sync_chain(
-        self, table: Any, chain: str, desired: Sequence[FilterRule], result: AclResult
-    ) -> bool:
-        iptc = self._iptc()
-        ch = iptc.Chain(table, chain)
-        actual, odd = self._read(table, chain)
-        changed = False
-        while odd:
-            # rules of ours in a shape we do not produce: delete one at a time, then re-read
-            ch.delete_rule(odd[0])
-            result.removed += 1
-            changed = True
-            actual, odd = self._read(table, chain)
-        plan = plan_rules(desired, actual)
-        for rule in plan.delete:
-            ch.delete_rule(self._build(rule))
-            log.info("acl rule removed rule=%s", rule.describe())
-            result.removed += 1
-        for rule in plan.add:
-            ch.append_rule(self._build(rule))
-            log.info("acl rule added rule=%s", rule.describe())
-            result.added += 1
-        return changed or not plan.empty
+                log.info(
+                    "acl policy set family=%d chain=INPUT policy=DROP before=%s", family, before
+                )
 
     def remove(self) -> int:
-        """Policy ACCEPT first, then every rule and chain of the ACL. Returns rules removed."""
-        iptc = self._iptc()
+        """Final stop, per family: restore the INPUT policy (only a DROP networkd set), then
+        remove our jump and chains. Returns the number of rules removed; raises the first
+        failure once every family was tried."""
         removed = 0
+        failures: List[str] = []
+        for family in self.families:
+            try:
+                removed += self._remove_family(family)
+            except AclFamilyUnavailable as exc:
+                log.info("acl family skipped family=%d reason=%s", family, exc)
+            except Exception as exc:
+                failures.append(f"IPv{family}: {type(exc).__name__}: {exc}")
+        if failures:
+            raise RuntimeError("; ".join(failures))
+        return removed
+
+    def _remove_family(self, family: int) -> int:
+        iptc = self._iptc()
         with xtables_lock():
-            table = self._table()
-            table.refresh()
-            if table.get_policy("INPUT")[0].name != "ACCEPT":
-                table.set_policy("INPUT", iptc.Policy("ACCEPT"))
+            table = self._open(family)
+            ours = self._input_ours(table)
+            policy = str(table.get_policy("INPUT")[0].name)
+            leftovers = any(table.is_chain(chain) for chain in OUR_CHAINS)
+            before = recorded_policy([found.rule for found in ours]) or self.before.get(family)
+            if before is None and leftovers:
+                before = policy_before(policy, leftovers)
+            restore = policy_to_restore(before, policy)
+            if restore is not None:
+                # First, while our rules still let SSH and replies in.
+                table.set_policy("INPUT", iptc.Policy(restore))
                 table.commit()
                 table.refresh()
-                log.info("acl policy set chain=INPUT policy=ACCEPT")
-            ch = iptc.Chain(table, "INPUT")
-            actual, odd = self._read(table, "INPUT")
-            while odd:
-                ch.delete_rule(odd[0])
-                removed += 1
-                actual, odd = self._read(table, "INPUT")
-            for rule in actual:
-                ch.delete_rule(self._build(rule))
-                removed += 1
-            for chain in OUR_CHAINS:
-                if table.is_chain(chain):
-                    removed += len(iptc.Chain(table, chain).rules)
-                    table.flush_entries(chain)
-                    table.delete_chain(chain)
-            table.commit()
-            table.refresh()
-        return removed
+                log.info("acl policy set family=%d chain=INPUT policy=%s", family, restore)
+            removed = self._delete_ours_from_input(family, table)
+            present = [chain for chain in OUR_CHAINS if table.is_chain(chain)]
+            for chain in present:
+                removed += len(iptc.Chain(table, chain).rules)
+                table.flush_entries(chain)
+            for chain in present:
+                table.delete_chain(chain)
+            if removed or present:
+                table.commit()
+                table.refresh()
+            self.before.pop(family, None)
+            return removed

@@ -20,6 +20,7 @@ ETH_P_IP = 0x0800
 ARP_REQUEST = 1
 ARP_REPLY = 2
 BROADCAST = b"\xff" * 6
+ICMPV6_NS = 135
 ICMPV6_NA = 136
 NA_FLAG_OVERRIDE = 0x20000000
 ALL_NODES = "ff02::1"
@@ -46,6 +47,30 @@ def build_garp(mac: str, ip: str, op: int = ARP_REQUEST) -> bytes:
     target_hw = b"\x00" * 6 if op == ARP_REQUEST else BROADCAST
     arp = struct.pack("!HHBBH", 1, ETH_P_IP, 6, 4, op) + hw + addr + target_hw + addr
     return BROADCAST + hw + struct.pack("!H", ETH_P_ARP) + arp
+
+
+def build_arp_probe(mac: str, ip: str) -> bytes:
+    """An RFC 5227 ARP probe for ``ip``: sender IP 0.0.0.0, so nobody's ARP cache changes,
+    and whoever has ``ip`` answers with a reply naming its MAC."""
+    hw = mac_bytes(mac)
+    target = ipaddress.IPv4Address(ip).packed
+    arp = struct.pack("!HHBBH", 1, ETH_P_IP, 6, 4, ARP_REQUEST)
+    arp += hw + b"\x00" * 4 + b"\x00" * 6 + target
+    return BROADCAST + hw + struct.pack("!H", ETH_P_ARP) + arp
+
+
+def solicited_node(ip: str) -> str:
+    """The solicited-node multicast address of an IPv6 address (ff02::1:ffXX:XXXX)."""
+    low = ipaddress.IPv6Address(ip).packed[-3:]
+    return str(ipaddress.IPv6Address(bytes.fromhex("ff0200000000000000000001ff") + low))
+
+
+def build_neighbor_solicitation(mac: str, ip: str) -> bytes:
+    """An ICMPv6 neighbour solicitation for ``ip`` with our link-layer address: whoever has
+    ``ip`` answers with a neighbour advertisement naming its MAC (checksum: the kernel)."""
+    target = ipaddress.IPv6Address(ip).packed
+    option = struct.pack("!BB", 1, 1) + mac_bytes(mac)
+    return struct.pack("!BBHI", ICMPV6_NS, 0, 0, 0) + target + option
 
 
 def build_unsolicited_na(mac: str, ip: str) -> bytes:
@@ -91,6 +116,24 @@ class Announcer:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
             self._icmp6 = sock
         return self._icmp6
+
+    def probe(self, ip: str, mac: str) -> bool:
+        """Ask who has ``ip`` (an ARP probe, or a neighbour solicitation for IPv6) without
+        claiming it: a node that keeps a VIP while its lease is dead learns this way, at
+        once, that another node answers for it. Errors are logged, never raised."""
+        try:
+            if ipaddress.ip_address(ip).version == 4:
+                self._arp_socket().send(build_arp_probe(mac, ip))
+            else:
+                index = socket.if_nametoindex(self.interface)
+                self._icmp6_socket().sendto(
+                    build_neighbor_solicitation(mac, ip), (solicited_node(ip), 0, 0, index)
+                )
+        except OSError as exc:
+            log.debug("probe failed ip=%s interface=%s reason=%s", ip, self.interface, exc)
+            self.close()
+            return False
+        return True
 
     def announce(self, ip: str, mac: str, packets: int = BURST_PACKETS) -> int:
         """One burst for ``ip``; returns packets sent. Errors are logged, never raised."""

@@ -215,7 +215,10 @@ class NatRules:
     ``apply`` is idempotent and always compares against the kernel's rules. Entries are
     recognised by their bytes (minus counters); ``verify`` drops that memo and parses all."""
 
-    def __init__(self) -> None:
+    def __init__(self, lock_timeout: Optional[float] = 5.0) -> None:
+        # How long to wait for the xtables lock before XtablesLockTimeout: the applier
+        # waits only a moment and retries, so nothing else it does waits behind iptables.
+        self.lock_timeout = lock_timeout
         self._rule_cache: Dict[NatRule, Any] = {}
         self._parsed: Dict[bytes, Optional[NatRule]] = {}
 
@@ -304,7 +307,7 @@ class NatRules:
 
     def read(self, family: int = 4) -> Dict[str, List[Optional[NatRule]]]:
         """Our chains as they are in the kernel (None for a rule not of our shape)."""
-        with xtables_lock():
+        with xtables_lock(timeout=self.lock_timeout):
             table = self._table(family)
             table.refresh()
             return {
@@ -336,7 +339,7 @@ class NatRules:
     ) -> None:
         iptc = self._iptc()
         started = time.monotonic()
-        with xtables_lock():
+        with xtables_lock(timeout=self.lock_timeout):
             table = self._table(family)
             table.refresh()
             changed = False
@@ -416,7 +419,7 @@ class NatRules:
         removed = 0
         for family in (4, 6):
             try:
-                with xtables_lock():
+                with xtables_lock(timeout=self.lock_timeout):
                     table = self._table(family)
                     table.refresh()
                     if not any(table.is_chain(c) for c in JUMPS.values()):

@@ -24,8 +24,11 @@ class XtablesLockTimeout(RuntimeError):
 
 
 @contextlib.contextmanager
-def xtables_lock(path: str = XTABLES_LOCK, timeout: float = 5.0) -> Iterator[None]:
-    """Hold the iptables lock (the same flock the iptables command takes)."""
+def xtables_lock(path: str = XTABLES_LOCK, timeout: Optional[float] = 5.0) -> Iterator[None]:
+    """Hold the iptables lock (the same flock the iptables command takes).
+
+    ``timeout`` None waits in the kernel like ``iptables -w`` (Docker's iptables calls wait
+    that way: a waiter that polls would rarely get the lock while Docker is busy)."""
     try:
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     except OSError as exc:
@@ -34,6 +37,10 @@ def xtables_lock(path: str = XTABLES_LOCK, timeout: float = 5.0) -> Iterator[Non
         yield
         return
     try:
+        if timeout is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+            return
         deadline = time.monotonic() + timeout
         while True:
             try:

@@ -21,6 +21,7 @@ import pwd
 import time
 from typing import Any, Dict, List, Optional, Set
 
+from networkd.bus import endpoint_access
 from networkd.bus.messages import NetLinksCounters, NetRoute
 from networkd.netdriver import messages as m
 from networkd.netdriver.channel import ChannelServer, Peer
@@ -73,6 +74,10 @@ class LinkLoop:
         self.server = ChannelServer(
             os.path.join(ctx.run_dir, "bus", ctx.name, LINKS_SOCKET), self.allow, self.handle
         )
+        if ctx.bus_groups is not None and os.geteuid() == 0:
+            # Like this worker's bus endpoint: root and the -user group may connect; the
+            # peer check then admits the netstore process alone.
+            endpoint_access.restrict(self.server.path, list(ctx.bus_groups))
         self.protected: Dict[str, float] = {}  # endpoint ID prefix -> until (monotonic)
         self.made: Dict[str, LocalEndpoint] = {}  # routed links made by a request
         self.errors_logged: Set[str] = set()

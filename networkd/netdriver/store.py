@@ -9,11 +9,12 @@ request sees them without waiting for the watch.
 
 import logging
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Sequence, Union
 
 from networkd import keys
 from networkd.election.mirror import KeyMirror
 from networkd.election.store import TxnResult, _header_revision
+from networkd.etcd.channel import ClientHolder
 from networkd.netdriver.records import Record, render
 
 log = logging.getLogger("networkd.netstore")
@@ -55,8 +56,8 @@ class Put:
 
 
 class NetStore:
-    def __init__(self, client: Any, mirror: KeyMirror) -> None:
-        self.client = client
+    def __init__(self, holder: ClientHolder, mirror: KeyMirror) -> None:
+        self.holder = holder
         self.mirror = mirror
         self.writes = 0
         self.conflicts = 0
@@ -103,7 +104,11 @@ class NetStore:
             ops.append(t.Delete(key))
         for prefix in delete_prefixes:
             ops.append(t.Delete(prefix, range_end=keys.prefix_range_end(prefix)))
-        result: TxnResult = _header_revision(self.client, compare, ops, [])
+        try:
+            result: TxnResult = _header_revision(self.holder.get(), compare, ops, [])
+        except Exception as exc:
+            self.holder.failed(exc)  # a dead connection: the next call opens a new one
+            raise
         if not result.succeeded:
             self.conflicts += 1
             log.debug("netstore txn conflict conditions=%s", conditions)
@@ -117,7 +122,3 @@ class NetStore:
             for key in self.mirror.snapshot(prefix):
                 self.mirror.note_delete(key, result.revision)
         return result
-
-    def read(self, key: str) -> Optional[str]:
-        value, _meta = self.client.get(key)
-        return value.decode() if value is not None else None

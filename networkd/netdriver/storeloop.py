@@ -29,6 +29,7 @@ from networkd.bus.messages import (
 from networkd.election.etcdconn import connect
 from networkd.election.lease import LeaseKeeper
 from networkd.election.mirror import KeyMirror
+from networkd.etcd.channel import ClientHolder
 from networkd.etcd.client import describe_error
 from networkd.netdriver import docker_api
 from networkd.netdriver import messages as m
@@ -89,8 +90,11 @@ class StoreLoop:
         self.hostname = ctx.hostname
         self.grace = config.netplugin_grace
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.client = connect(config, 5.0)
-        self.mirror = KeyMirror(self.client, keys.NETWORKS_PREFIX, on_change=self.wake)
+        # Separate channels for the watch and the transactions, each replaced on its own
+        # when its connection stops answering (networkd.etcd.channel).
+        self.txn_channel = ClientHolder(lambda: connect(config, 5.0), "netstore")
+        self.watch_channel = ClientHolder(lambda: connect(config, 0.4), "netstore-mirror")
+        self.mirror = KeyMirror(self.watch_channel, keys.NETWORKS_PREFIX, on_change=self.wake)
         self.keeper = LeaseKeeper(
             lambda: connect(config, max(0.2, min(1.0, config.netplugin_ttl / 5.0))),
             config.netplugin_ttl,
@@ -101,7 +105,7 @@ class StoreLoop:
         from networkd.netdriver.store import NetStore
 
         self.view = ClusterView()
-        self.store = NetStore(self.client, self.mirror)
+        self.store = NetStore(self.txn_channel, self.mirror)
         self.links = ChannelClient(os.path.join(ctx.run_dir, *LINKS_SOCKET), LINKS_TIMEOUT)
         self.service = NetService(
             self.store, self.view, self.hostname, ctx.node_address, self.call_links
@@ -336,10 +340,8 @@ class StoreLoop:
         self.links.close()
         self.keeper.stop()  # the lease stays: a quick restart resumes it, no route moves
         self.mirror.stop()
-        try:
-            self.client.close()
-        except Exception:
-            pass
+        self.txn_channel.close()
+        self.watch_channel.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
 

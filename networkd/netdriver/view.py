@@ -7,11 +7,11 @@ for it. Names are Docker's network names as each host's Docker reports them.
 """
 
 import ipaddress
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from networkd.bus.codec import to_plain
 
-MirrorLookup = Callable[[str, str], Optional[Dict[str, Any]]]
+MirrorLookup = Callable[[str, str], Optional[Mapping[str, Any]]]
 
 
 def _order(address: str) -> int:

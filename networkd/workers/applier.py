@@ -1,19 +1,26 @@
 """The applier worker (root): makes the host match the desired VIP set and the ACL.
 
-Inputs (bus): elector ``state.desired`` (DesiredVip per key: ``<ip>`` = owned floating VIP,
-``<ip>:<port>`` = port-only mapping), elector ``state.lease`` (fencing), watcher
-``state.vips`` (which addresses are cluster VIPs, so leftovers can be removed) and, with
-``-acl``, watcher ``state.acl``.
+Inputs (bus): elector ``state.desired`` and ``state.desired_rev`` (DesiredVip per key:
+``<ip>`` = owned floating VIP, ``<ip>:<port>`` = port-only mapping), elector
+``state.lease`` (fencing, with its deadline), watcher ``state.vips`` (which addresses are
+cluster VIPs, so leftovers can be removed) and, with ``-acl``, watcher ``state.acl``.
 
 Outputs: addresses (netlink), nat rules and the ACL (python-iptables), gratuitous ARP /
-unsolicited NA, ``state.applied`` (what is on the host per key, read by the elector
-before it deletes a lock), ``state.applier`` counters, events ``vip.garp`` and
+unsolicited NA and probes, ``state.applied`` (what is on the host per key) and
+``state.applied_rev`` (the desired revision the host matched: the elector deletes a
+released VIP's lock only after it), ``state.applier`` counters, events ``vip.garp`` and
 ``vip.duplicate``.
 
 Rules of thumb:
 - Nothing is removed before the elector's snapshot arrived. Then every present address
   that is desired is adopted as it is (never removed and re-added); VIP addresses that are
   not desired are removed (known VIPs: configured ones and those recorded as ours).
+- Break before make, in this order (``networkd.net.vip_plan``): addresses that go are
+  removed first, never waiting for the xtables lock; then the rules; then only addresses
+  whose rules are in place are added. The xtables lock is tried for a moment and the
+  pass retried, so neither removals nor fencing ever wait behind iptables.
+- What the lease allows is ``networkd.net.fencing``: announcements only before the lease's
+  deadline; probing and yielding otherwise.
 - Every second the host is compared again, so outside changes are repaired.
 - A plain restart (TERM/HUP) touches nothing. The final stop (INT) removes the ACL, the
   rules and the addresses; the elector has released the VIPs by then.
@@ -25,26 +32,40 @@ import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from networkd.bus.messages import (
-    AppliedVip,
+    AppliedRevision,
     ApplierCounters,
-    ConfigError,
+    DesiredRevision,
     DesiredVip,
     DuplicateClaim,
     GarpSent,
     LeaseHealth,
 )
+from networkd.net import fencing
 from networkd.net.acl_rules import AclRules
 from networkd.net.addresses import AddressTable, InterfaceMissing, normalize_ip, plan_addresses
-from networkd.net.claims import ClaimListener
+from networkd.net.carrier import CarrierWatch
+from networkd.net.claims import Claim, ClaimListener
 from networkd.net.garp import Announcer, GarpSchedule
-from networkd.net.nat_rules import NatRule, NatRules, dnat_rules, unique_by_port
+from networkd.net.nat_rules import NatRule, NatRules
+from networkd.net.rules_thread import RulesThread
+from networkd.net.vip_plan import (
+    HostWant,
+    applied_items,
+    floating_addresses,
+    plan_host,
+    ready_to_bind,
+)
+from networkd.wakeup import Wakeup
 from networkd.workers.base import WorkerContext
 
 RECONCILE_INTERVAL = 1.0
 VERIFY_INTERVAL = 30.0
 POLL_MS = 50
-REANNOUNCE_MIN_INTERVAL = 1.0
+REANNOUNCE_MIN_INTERVAL = 0.2
 RECORD_FILE = "addresses.json"
+XTABLES_WARN_S = 5.0
+# How long a released VIP's rules stay after its address went (networkd.net.vip_plan).
+LINGER_S = 2.0
 
 
 class AddressRecord:
@@ -91,26 +112,35 @@ class Applier:
         self.log = ctx.log
         interface = self.config.net_interface
         self.addresses = AddressTable(interface)
-        self.nat = NatRules()
-        self.acl: Optional[AclRules] = AclRules() if self.config.acl else None
+        # The rules thread waits for the xtables lock like `iptables -w`; nothing else does.
+        self.nat = NatRules(lock_timeout=None)
+        self.acl: Optional[AclRules] = AclRules(lock_timeout=None) if self.config.acl else None
+        self.wakeup = Wakeup()
+        self.rules = RulesThread(self.nat, self.acl, self.wakeup.poke)
+        self.rules_repairs = 0
+        self.xtables_warned = False
         self.announcer = Announcer(interface)
         self.claims = ClaimListener(interface)
+        self.carrier = CarrierWatch(interface)
         self.schedule = GarpSchedule(self.config.vip_garp_refresh)
         self.record = AddressRecord(os.path.join(ctx.state_dir, RECORD_FILE))
         self.counters = ApplierCounters()
         self.yielded: Set[str] = set()
+        self.lingering: Dict[str, Tuple[DesiredVip, float]] = {}  # key -> (entry, until)
+        self.last_desired: Dict[str, DesiredVip] = {}
         self.bound: Set[str] = set()  # bind-VIPs present on the interface after the last pass
         self.mac = ""
         self.dirty = True
         self.last_reconcile = 0.0
         self.last_verify = 0.0
         self.last_reannounce: Dict[str, float] = {}
+        self.next_probe = 0.0
+        self._pass_changes = 0
         self.last_signature: Any = None
-        self.last_acl_signature = ""
         self.logged: Set[Tuple[str, str]] = set()
-        self.acl_errors_sent: Set[Tuple[str, str]] = set()
-        self.acl_applied = False
         self.interface_missing_logged = False
+        self.last_lease: Optional[LeaseHealth] = None
+        self.lease_seen: fencing.Lease = fencing.Lease.UNKNOWN
         sources: Dict[str, List[str]] = {
             "elector": ["state.desired", "state.lease"],
             "watcher": ["state.vips"],
@@ -121,6 +151,7 @@ class Applier:
         # state.applied is created on the first full pass: an empty snapshot before it would
         # tell the elector that addresses are gone when they may not be.
         self.applied: Any = None
+        self.applied_rev: Any = None
         self.key_bind: Dict[str, bool] = {}
         self.counters_topic = self.pub.state("state.applier")
         self.counters_topic.set("counters", ApplierCounters(**vars(self.counters)))
@@ -132,29 +163,25 @@ class Applier:
         items = self.sub.state("elector", "state.desired")
         return None if items is None else dict(items)
 
-    def lease(self) -> Optional[LeaseHealth]:
-        items = self.sub.state("elector", "state.lease")
-        if not items:
-            return None
-        item = items.get("lease")
-        return item if isinstance(item, LeaseHealth) else None
+    def desired_revision(self) -> Tuple[float, int]:
+        """(elector epoch, revision) of the desired set in hand; (0, 0) when unknown."""
+        items = self.sub.state("elector", "state.desired_rev") or {}
+        item = items.get("rev")
+        if not isinstance(item, DesiredRevision):
+            return 0.0, 0
+        return self.sub.epoch("elector", "state.desired_rev"), int(item.rev)
 
-    def lease_alive(self) -> bool:
-        """False only when the elector says the lease could not be renewed."""
-        lease = self.lease()
-        return lease is None or bool(lease.alive)
+    def lease_state(self, now: float) -> fencing.Lease:
+        """What the lease allows now. The last health seen is kept while the elector's
+        mirror resyncs (a restarted elector): its deadline still holds."""
+        items = self.sub.state("elector", "state.lease")
+        item = items.get("lease") if items else None
+        if isinstance(item, LeaseHealth):
+            self.last_lease = item
+        return fencing.lease_state(self.last_lease, now)
 
     def configured_vips(self) -> Set[str]:
-        items = self.sub.state("watcher", "state.vips") or {}
-        out = set()
-        for key, vip in items.items():
-            if ":" in key and "." in key:  # port-only keys bind no address
-                continue
-            try:
-                out.add(normalize_ip(vip.ip))
-            except (ValueError, AttributeError):
-                continue
-        return out
+        return floating_addresses(self.sub.state("watcher", "state.vips") or {})
 
     def warn_once(self, key: str, reason: str) -> None:
         if (key, reason) not in self.logged:
@@ -167,18 +194,35 @@ class Applier:
         ctx = self.ctx
         self.log.info("applier started interface=%s fencing=%s acl=%s", self.config.net_interface,
                       self.config.vip_fencing, self.config.acl)  # fmt: skip
+        self.rules.start()
         while not ctx.stopping:
-            extra = self._claim_fds()
+            extra = [*self.claims.filenos(), self.wakeup.rfd, *self._carrier_fds()]
             envelopes = self.sub.poll(timeout_ms=POLL_MS, extra=extra)
             for env in envelopes:
                 if env.topic.startswith("state."):
                     self.dirty = True
-            self._read_claims()
+            if self._rules_done():
+                self.dirty = True
             now = time.monotonic()
+            if self.lingering and min(u for _, u in self.lingering.values()) <= now:
+                self.dirty = True  # a released VIP's rules go now
+            lease = self.lease_state(now)
+            if lease is not self.lease_seen:
+                self.log.info("applier lease state old=%s new=%s", self.lease_seen.value,
+                              lease.value)  # fmt: skip
+                self.lease_seen = lease
+                self.dirty = True  # strict fencing, or taking yielded VIPs back
+            if self.carrier.came_up() and self.bound:
+                self.log.info("vip interface carrier back interface=%s action=probe",
+                              self.config.net_interface)  # fmt: skip
+                self.next_probe = 0.0  # a healed link: ask at once who has our VIPs
+            self._read_claims(lease)
             if self.dirty or now - self.last_reconcile >= RECONCILE_INTERVAL:
                 verify = now - self.last_verify >= VERIFY_INTERVAL
                 self.reconcile(verify=verify)
-            self._announce(time.monotonic())
+            now = time.monotonic()
+            self._announce(now, lease)
+            self._probe(now, lease)
             self.pub.poll()
         if ctx.final:
             self.teardown()
@@ -187,56 +231,14 @@ class Applier:
         self.close()
         return 0
 
-    def _claim_fds(self) -> List[Any]:
-        if not self.bound:
-            return []
+    def _carrier_fds(self) -> List[int]:
         try:
-            return [self.claims.fileno()]
-        except OSError:
+            return [self.carrier.fileno()]
+        except OSError as exc:
+            self.warn_once("carrier", f"link events unavailable: {exc}")
             return []
 
     # -- reconcile -----------------------------------------------------------------------
-
-    def _target_ip(self, key: str, vip: DesiredVip) -> str:
-        ip = vip.ip
-        if not vip.bind and ip in ("", "0.0.0.0"):
-            ip = self.ctx.node_address
-        return normalize_ip(ip)
-
-    def _build(
-        self, desired: Dict[str, DesiredVip], fenced: bool
-    ) -> Tuple[Set[str], List[NatRule], Dict[str, str]]:
-        """Addresses and rules wanted now; also the resolved IP of each key."""
-        addresses: Set[str] = set()
-        rules: List[NatRule] = []
-        resolved: Dict[str, str] = {}
-        for key in sorted(desired):
-            vip = desired[key]
-            try:
-                ip = self._target_ip(key, vip)
-            except (ValueError, AttributeError) as exc:
-                self.warn_once(key, str(exc) or "no node address for 0.0.0.0")
-                continue
-            resolved[key] = ip
-            if vip.bind:
-                if fenced or ip in self.yielded:
-                    continue
-                addresses.add(ip)
-            if not vip.container_ip:
-                continue
-            for port in vip.ports:
-                dest = port.dest or port.src
-                try:
-                    rules.extend(dnat_rules(ip, port.proto or "tcp", port.src, vip.container_ip, dest,
-                                            f"{vip.app}.{vip.proc}"))  # fmt: skip
-                except (ValueError, TypeError) as exc:
-                    self.warn_once(key, str(exc))
-        kept, conflicts = unique_by_port(rules)
-        for rule in conflicts:
-            self.warn_once(
-                f"{rule.dst}:{rule.dport}/{rule.proto}", "two mappings for one port; the first wins"
-            )
-        return addresses, kept, resolved
 
     def reconcile(self, verify: bool = False) -> None:
         now = time.monotonic()
@@ -245,83 +247,142 @@ class Applier:
         if verify:
             self.last_verify = now
         self.counters.reconciles += 1
-        self._reconcile_acl()
         desired = self.desired()
         if desired is None:
+            self.rules.want(None, self._acl_items())  # the ACL may go in; nat rules stay
             return  # the elector's snapshot has not arrived: adopt by touching nothing
-        lease = self.lease()
-        if lease is not None and lease.alive:
+        revision = self.desired_revision()
+        lease = self.lease_state(now)
+        if lease is fencing.Lease.ALIVE:
             self.yielded.clear()
-        fenced = self.config.vip_fencing == "strict" and lease is not None and not lease.alive
-        want_addresses, want_rules, resolved = self._build(desired, fenced)
+        held_back = set(self.yielded)
+        if fencing.fenced(self.config.vip_fencing, lease):
+            held_back |= {v.ip for v in desired.values() if v.bind}
+        want = plan_host(desired, self.ctx.node_address, held_back, self._linger(desired, now))
+        for key, reason in want.problems:
+            self.warn_once(key, reason)
+        self.yielded &= {ip for key, ip in want.resolved.items() if desired[key].bind}
         # changes made while the wanted state stayed the same are repairs of outside drift
-        signature = (frozenset(want_addresses), frozenset(want_rules))
+        signature = (frozenset(want.addresses), frozenset(want.rules))
         periodic = signature == self.last_signature
         self.last_signature = signature
-        self.yielded &= {ip for key, ip in resolved.items() if desired[key].bind}
-        changed = 0
-        nat_actual: Optional[List[NatRule]] = None
-        try:
-            result = self.nat.apply(want_rules, verify=verify)
-            nat_actual = result.actual
-            changed += result.added + result.removed + result.jumps_fixed + result.chains_created
-        except Exception as exc:
-            self.log.warning("nat apply failed reason=%s", exc)
-            self.dirty = True
-        present: Set[str] = set()
-        if want_addresses:
-            try:
-                self.claims.open()  # listening before the address is bound: no claim is missed
-            except OSError as exc:
-                self.log.warning("claim listener unavailable reason=%s", exc)
+
+        actual = self._remove_addresses(want)  # 1. never behind iptables
+        seq = self.rules.want(want.rules, self._acl_items(), verify)  # 2. on the rules thread
+        state = self.rules.state()
+        nat_actual = state.nat_actual
+        # 3. addresses follow their rules: only rules known to be in for this very wish count
+        in_place = nat_actual if state.applied_seq == seq else None
+        present = self._add_addresses(want, actual, in_place)
+        changed = self._pass_changes
+        self._track_bound(present & want.addresses)
+        if periodic and changed:
+            self.counters.repairs += changed
+            self.log.warning("host drift repaired what=addresses changes=%d", changed)
+        self._publish_applied(desired, want, present, nat_actual)
+        if actual is not None and revision[1]:
+            self._confirm(revision)
+        self.counters_topic.set("counters", ApplierCounters(**vars(self.counters)))
+
+    def _linger(self, desired: Dict[str, DesiredVip], now: float) -> Dict[str, DesiredVip]:
+        """Floating VIPs released in the last LINGER_S seconds (their rules stay that long)."""
+        for key, vip in self.last_desired.items():
+            if key not in desired and vip.bind and vip.ip in self.bound:
+                self.lingering[key] = (vip, now + LINGER_S)
+        self.last_desired = dict(desired)
+        for key in [k for k, (_, until) in self.lingering.items() if until <= now or k in desired]:
+            del self.lingering[key]
+        return {key: vip for key, (vip, _) in self.lingering.items()}
+
+    def _remove_addresses(self, want: HostWant) -> Optional[Set[str]]:
+        """Remove the VIP addresses that are not wanted; returns the addresses present
+        afterwards (None when netlink failed: nothing is confirmed then)."""
+        self._pass_changes = 0
         try:
             actual = self.addresses.host_addresses()
-            removable = self.record.ips | self.configured_vips() | self.yielded
-            protected = {a for a in (self.ctx.node_address, self.config.net_address) if a}
-            plan = plan_addresses(want_addresses, actual, removable, protected)
-            added, removed = self.addresses.apply(plan)
-            for ip in added:
-                self.log.info("vip bound ip=%s interface=%s", ip, self.config.net_interface)
-            for ip in removed:
-                self.log.info("vip unbound ip=%s interface=%s", ip, self.config.net_interface)
-            changed += len(added) + len(removed)
-            present = (actual | set(added)) - set(removed)
-            self.record.update(
-                (self.record.ips | (present & want_addresses))
-                - set(removed)
-                - (removable - present)
-            )
-            if not self.mac:
-                self.mac = self.addresses.mac()
-            self.interface_missing_logged = False
+            plan = plan_addresses(want.addresses, actual, self._removable(), self._protected())
+            removed = [ip for ip in plan.remove if self.addresses.remove(ip)]
         except InterfaceMissing as exc:
             if not self.interface_missing_logged:
                 self.log.warning("vip interface missing reason=%s", exc)
                 self.interface_missing_logged = True
-            self.dirty = False
+            return None
+        except Exception as exc:
+            self.log.warning("address removal failed reason=%s", exc)
+            self.dirty = True
+            return None
+        self.interface_missing_logged = False
+        for ip in removed:
+            self.log.info("vip unbound ip=%s interface=%s", ip, self.config.net_interface)
+        self._pass_changes += len(removed)
+        return actual - set(removed)
+
+    def _add_addresses(
+        self, want: HostWant, actual: Optional[Set[str]], nat_actual: Optional[List[NatRule]]
+    ) -> Set[str]:
+        """Bind the wanted addresses whose rules are in place; returns what is bound now."""
+        if actual is None:
+            return set(self.bound)
+        missing = want.addresses - actual
+        ready = ready_to_bind(missing, want.rules, nat_actual)
+        if missing - ready:
+            self.dirty = True  # their rules are not in yet: bind them on a later pass
+        if ready:
+            try:
+                # listening before the address is bound: no claim is missed
+                self.claims.open(ipv6=any(":" in ip for ip in want.addresses))
+            except OSError as exc:
+                self.log.warning("claim listener unavailable reason=%s", exc)
+        added: List[str] = []
+        try:
+            for ip in sorted(ready):
+                if self.addresses.add(ip):
+                    added.append(ip)
         except Exception as exc:
             self.log.warning("address apply failed reason=%s", exc)
             self.dirty = True
-        bound = present & want_addresses
+        for ip in added:
+            self.log.info("vip bound ip=%s interface=%s", ip, self.config.net_interface)
+        # re-adding an address we had bound is a repair; binding one whose rules just came
+        # in is the plan going on
+        self._pass_changes += len(set(added) & self.bound)
+        present = actual | set(added)
+        removable = self._removable()
+        self.record.update((self.record.ips | (present & want.addresses)) - (removable - present))
+        if not self.mac:
+            try:
+                self.mac = self.addresses.mac()
+            except Exception as exc:
+                self.log.warning("interface mac unknown reason=%s", exc)
+        return present
+
+    def _removable(self) -> Set[str]:
+        return self.record.ips | self.configured_vips() | self.yielded
+
+    def _protected(self) -> Set[str]:
+        return {a for a in (self.ctx.node_address, self.config.net_address) if a}
+
+    def _track_bound(self, bound: Set[str]) -> None:
         for ip in bound - self.bound:
             self.schedule.bound(ip, time.monotonic())
         for ip in self.bound - bound:
             self.schedule.forget(ip)
+            self.last_reannounce.pop(ip, None)
         for ip in set(self.schedule.known()) - bound:
             self.schedule.forget(ip)
         self.bound = bound
         if not bound:
-            self.claims.close()  # nothing to defend; reopened (empty) when a VIP is bound
-        if periodic and changed:
-            self.counters.repairs += changed
-            self.log.warning("host drift repaired changes=%d", changed)
-        self._publish_applied(desired, resolved, present, nat_actual)
-        self.counters_topic.set("counters", ApplierCounters(**vars(self.counters)))
+            self.claims.close()  # nothing to defend; reopened when a VIP is bound
+        else:
+            try:
+                self.claims.open(ipv6=any(":" in ip for ip in bound))
+            except OSError as exc:
+                self.log.warning("claim listener unavailable reason=%s", exc)
 
     def _publish_applied(
         self,
         desired: Dict[str, DesiredVip],
-        resolved: Dict[str, str],
+        want: HostWant,
         present: Set[str],
         nat_actual: Optional[List[NatRule]],
     ) -> None:
@@ -330,37 +391,9 @@ class Applier:
             self.applied = self.pub.state("state.applied")
         for key, item in desired.items():
             self.key_bind[key] = item.bind
-        rules_by_ip: Dict[str, List[NatRule]] = {}
-        for rule in nat_actual or []:
-            rules_by_ip.setdefault(rule.dst, []).append(rule)
-        items: Dict[str, AppliedVip] = {}
-        keys = set(desired) | set(self.applied.items())
-        for key in sorted(keys):
-            vip = desired.get(key)
-            if vip is not None:
-                ip = resolved.get(key, vip.ip)
-                bind = vip.bind
-            else:
-                ip = self.applied.get(key).ip
-                bind = self.key_bind.get(key, True)
-            if nat_actual is None:
-                previous = self.applied.get(key)
-                count = previous.rules if previous is not None else 0
-            else:
-                mine = rules_by_ip.get(ip, [])
-                if not bind:
-                    port = key.rsplit(":", 1)[1]
-                    mine = [
-                        r
-                        for r in mine
-                        if str(r.dport) == port
-                        or (vip and any(p.src == r.dport for p in vip.ports))
-                    ]
-                count = len(mine)
-            is_bound = bind and ip in present
-            if vip is None and not is_bound and count == 0:
-                continue  # released and gone: the elector may delete the lock now
-            items[key] = AppliedVip(ip=ip, bound=is_bound, rules=count)
+        items = applied_items(
+            desired, want.resolved, present, nat_actual, self.applied.items(), self.key_bind
+        )
         self.applied.replace(items)
         if fresh:
             # subscribers that joined before the topic existed wait for a snapshot
@@ -368,38 +401,40 @@ class Applier:
         for key in set(self.key_bind) - set(items) - set(desired):
             del self.key_bind[key]
 
-    def _reconcile_acl(self) -> None:
+    def _confirm(self, revision: Tuple[float, int]) -> None:
+        """The host matches the desired set of ``revision``: tell the elector (after
+        ``state.applied``, on the same socket)."""
+        fresh = self.applied_rev is None
+        if fresh:
+            self.applied_rev = self.pub.state("state.applied_rev")
+        self.applied_rev.set("rev", AppliedRevision(epoch=revision[0], rev=revision[1]))
+
+    def _acl_items(self) -> Optional[Dict[str, Any]]:
+        """The watcher's whitelist (None until it arrived: no DROP with nothing allowed)."""
         if self.acl is None:
-            return
+            return None
         items = self.sub.state("watcher", "state.acl")
-        if items is None:
-            return  # wait for the whitelist before the policy turns DROP
-        signature = repr(sorted(items.items()))
-        periodic = signature == self.last_acl_signature
-        self.last_acl_signature = signature
-        try:
-            result = self.acl.apply(items)
-        except Exception as exc:
-            self.log.warning("acl apply failed reason=%s", exc)
-            self.dirty = True
-            self.last_acl_signature = ""
-            return
-        self.acl_applied = True
-        if periodic and result.changed:
-            self.counters.repairs += result.added + result.removed + int(result.policy_changed)
-            self.log.warning("acl drift repaired added=%d removed=%d", result.added, result.removed)
-        for key, reason in result.errors:
-            if (key, reason) not in self.acl_errors_sent:
-                self.acl_errors_sent.add((key, reason))
-                self.log.warning("acl entry rejected key=%s reason=%s", key, reason)
-                self.pub.event(
-                    "config.error", ConfigError(key=f"/lain/config/{key}", reason=reason)
-                )
+        return None if items is None else dict(items)
 
-    # -- announcements and claims --------------------------------------------------------
+    def _rules_done(self) -> bool:
+        """The rules thread poked us: take its repairs, warn about a stuck xtables lock."""
+        poked = self.wakeup.drain()
+        state = self.rules.state()
+        if state.repairs != self.rules_repairs:
+            self.counters.repairs += state.repairs - self.rules_repairs
+            self.rules_repairs = state.repairs
+        waiting = time.monotonic() - state.waiting_since if state.waiting_since else 0.0
+        if waiting > XTABLES_WARN_S and not self.xtables_warned:
+            self.xtables_warned = True
+            self.log.warning("rules wait for the xtables lock waited_s=%.1f", waiting)
+        elif not waiting:
+            self.xtables_warned = False
+        return poked
 
-    def _announce(self, now: float) -> None:
-        if not self.bound or not self.lease_alive():
+    # -- announcements, probes and claims ------------------------------------------------
+
+    def _announce(self, now: float, lease: fencing.Lease) -> None:
+        if not self.bound or not fencing.may_announce(lease):
             return  # fencing: no announcement without a live lease
         for ip in self.schedule.due(now):
             if ip not in self.bound or not self.mac:
@@ -410,58 +445,57 @@ class Applier:
                 self.pub.event("vip.garp", GarpSent(ip=ip, count=sent))
                 self.counters_topic.set("counters", ApplierCounters(**vars(self.counters)))
 
-    def _read_claims(self) -> None:
+    def _probe(self, now: float, lease: fencing.Lease) -> None:
+        """Held VIPs without a live lease: ask who else has them (answers are claims)."""
+        if not self.bound or not self.mac or now < self.next_probe:
+            return
+        if not fencing.should_probe(self.config.vip_fencing, lease):
+            return
+        self.next_probe = now + fencing.PROBE_INTERVAL
+        for ip in sorted(self.bound - self.yielded):
+            self.announcer.probe(ip, self.mac)
+
+    def _read_claims(self, lease: fencing.Lease) -> None:
         if not self.bound or not self.mac:
             return
         claims = self.claims.read(self.bound, {self.mac})
         for claim in claims:
-            self.counters.duplicate_claims += 1
-            alive = self.lease_alive()
-            yielded = not alive
-            if yielded:
-                self.yielded.add(claim.ip)
-                self.dirty = True
-                self.log.warning(
-                    "vip yielded ip=%s claimed_by=%s reason=lease not alive", claim.ip, claim.mac
-                )
-            else:
-                self.log.warning(
-                    "vip claimed by another node ip=%s mac=%s action=reannounce",
-                    claim.ip,
-                    claim.mac,
-                )
-                now = time.monotonic()
-                if now - self.last_reannounce.get(claim.ip, 0.0) >= REANNOUNCE_MIN_INTERVAL:
-                    self.last_reannounce[claim.ip] = now
-                    self.schedule.bound(claim.ip, now)
-            self.pub.event(
-                "vip.duplicate", DuplicateClaim(ip=claim.ip, mac=claim.mac, yielded=yielded)
-            )
+            self._claimed(claim, lease)
         if claims:
             self.counters_topic.set("counters", ApplierCounters(**vars(self.counters)))
             if self.dirty:
                 self.reconcile()
 
+    def _claimed(self, claim: Claim, lease: fencing.Lease) -> None:
+        self.counters.duplicate_claims += 1
+        yielded = fencing.yields_to_claims(lease)
+        if yielded:
+            if claim.ip not in self.yielded:
+                self.log.warning("vip yielded ip=%s claimed_by=%s reason=lease %s",
+                                 claim.ip, claim.mac, lease.value)  # fmt: skip
+            self.yielded.add(claim.ip)
+            self.dirty = True
+        else:
+            now = time.monotonic()
+            if now - self.last_reannounce.get(claim.ip, -1e18) >= REANNOUNCE_MIN_INTERVAL:
+                self.log.warning("vip claimed by another node ip=%s mac=%s action=reannounce",
+                                 claim.ip, claim.mac)  # fmt: skip
+                self.last_reannounce[claim.ip] = now
+                self.schedule.bound(claim.ip, now)
+                self._announce(now, lease)
+        self.pub.event("vip.duplicate", DuplicateClaim(ip=claim.ip, mac=claim.mac, yielded=yielded))
+
     # -- stop ----------------------------------------------------------------------------
 
     def teardown(self) -> None:
-        """Final stop: ACL off (policy ACCEPT), then our rules and addresses."""
-        self.log.info("applier final stop: removing acl, rules and addresses")
-        if self.acl is not None:
-            try:
-                self.acl.remove()
-            except Exception as exc:
-                self.log.warning("acl removal failed reason=%s", exc)
-        try:
-            self.nat.remove_all()
-        except Exception as exc:
-            self.log.warning("nat removal failed reason=%s", exc)
+        """Final stop: addresses first (never behind iptables), then the ACL (policy
+        restored) and our rules."""
+        self.log.info("applier final stop: removing addresses, acl and rules")
         try:
             desired = self.desired() or {}
             ours = self.record.ips | {v.ip for v in desired.values() if v.bind} | self.bound
             actual = self.addresses.host_addresses()
-            protected = {a for a in (self.ctx.node_address, self.config.net_address) if a}
-            plan = plan_addresses((), actual, ours, protected)
+            plan = plan_addresses((), actual, ours, self._protected())
             _, removed = self.addresses.apply(plan)
             for ip in removed:
                 self.log.info("vip unbound ip=%s reason=final stop", ip)
@@ -470,13 +504,19 @@ class Applier:
             self.log.warning("address removal failed reason=%s", exc)
         if self.applied is not None:
             self.applied.replace({})
+        wait = max(1.0, self.config.stop_timeout - 2.0)
+        if not self.rules.finish(wait):
+            self.log.warning("applier final stop: rules left in place reason=xtables lock busy")
         deadline = time.monotonic() + 0.2
         while time.monotonic() < deadline:  # let subscribers see the empty state
             self.pub.poll(20)
 
     def close(self) -> None:
         for closer in (
+            self.rules.stop,
+            self.wakeup.close,
             self.claims.close,
+            self.carrier.close,
             self.announcer.close,
             self.addresses.close,
             self.sub.close,

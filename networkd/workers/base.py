@@ -16,17 +16,19 @@ import grp
 import importlib
 import logging
 import os
-import pwd
 import signal
 import socket
 import sys
 import threading
 import time
 from types import FrameType
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from networkd import log as logsetup
+from networkd import testhooks
 from networkd.config import Config
+from networkd.proc_state import EXIT_FATAL as EXIT_FATAL  # re-exported for the workers
+from networkd.users import Account
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
@@ -35,10 +37,10 @@ PR_SET_NO_NEW_PRIVS = 38
 # thread or before the main loop runs waits on it instead of sleeping.
 STOP_EVENT = threading.Event()
 
-# Exit codes a worker returns; EXIT_FATAL means "restarting will not help".
+# Exit codes a worker returns; EXIT_FATAL (78, from proc_state) means "restarting will
+# not help".
 EXIT_OK = 0
 EXIT_ERROR = 1
-EXIT_FATAL = 78  # EX_CONFIG
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +53,13 @@ class NodeIdentity:
 
 @dataclasses.dataclass(frozen=True)
 class WorkerLaunch:
-    """Everything a worker process receives from the supervisor (pickled)."""
+    """Everything a worker process receives from the supervisor (pickled).
+
+    ``config`` is the worker's own Config (``networkd.workers.worker_config``), never the
+    supervisor's: the pickle lands in the worker's memory. ``account`` is who the worker
+    becomes (None: it stays root, or the daemon does not run as root); ``bus_groups`` the
+    groups allowed to connect to its bus endpoint besides root (None: every local user).
+    """
 
     name: str
     module: str
@@ -59,6 +67,8 @@ class WorkerLaunch:
     node: NodeIdentity
     user: str
     replica: int = 0
+    account: Optional[Account] = None
+    bus_groups: Optional[Tuple[int, ...]] = None
 
 
 class WorkerContext:
@@ -71,6 +81,7 @@ class WorkerContext:
         self.hostname = launch.node.hostname
         self.node_address = launch.node.address
         self.replica = launch.replica
+        self.bus_groups = launch.bus_groups
         self.fds: Dict[str, Any] = dict(fds or {})
         self.log = logging.getLogger(f"networkd.{launch.name}")
         self.stopping = False
@@ -94,7 +105,13 @@ class WorkerContext:
     def publisher(self) -> Any:
         from networkd.bus.publisher import Publisher
 
-        return Publisher(self.zmq_context, self.run_dir, self.name, epoch=self.started_at)
+        return Publisher(
+            self.zmq_context,
+            self.run_dir,
+            self.name,
+            epoch=self.started_at,
+            allowed_groups=self.bus_groups,
+        )
 
     def subscriber(self, sources: Dict[str, List[str]]) -> Any:
         from networkd.bus.subscriber import Subscriber
@@ -126,23 +143,15 @@ def set_no_new_privs() -> None:
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 
 
-def resolve_user(name: str, fallback: str = "nobody") -> pwd.struct_passwd:
-    """The account to run as; falls back to ``nobody`` (with a warning) when missing."""
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        logging.getLogger("networkd").warning("user missing name=%s fallback=%s", name, fallback)
-        return pwd.getpwnam(fallback)
+def drop_privileges(account: Optional[Account]) -> None:
+    """Become ``account`` for good: no supplementary groups, no capabilities, no way back.
 
-
-def drop_privileges(user: str) -> None:
-    """Become ``user`` for good: no supplementary groups, no capabilities, no way back."""
-    if user == "root" or os.geteuid() != 0:
+    The supervisor resolved and checked the account at start (``networkd.users``)."""
+    if account is None or os.geteuid() != 0:
         return
-    account = resolve_user(user)
     os.setgroups([])
-    os.setgid(account.pw_gid)
-    os.setuid(account.pw_uid)
+    os.setgid(account.gid)
+    os.setuid(account.uid)
     set_no_new_privs()
 
 
@@ -205,10 +214,11 @@ def worker_entry(launch: WorkerLaunch, fds: Dict[str, socket.socket]) -> None:
     signal.signal(signal.SIGHUP, on_restart)
     signal.signal(signal.SIGINT, on_final)
     signal.signal(signal.SIGUSR1, on_reopen)
+    testhooks.install_worker_hooks()
     try:
         # Import first: the code is read with root's rights, then the rights go.
         module = importlib.import_module(f"networkd.workers.{launch.module}")
-        drop_privileges(launch.user)
+        drop_privileges(launch.account)
         # A change of credentials clears the parent-death signal (prctl(2)): set it again,
         # and leave at once if the parent is already gone.
         set_parent_death_signal()

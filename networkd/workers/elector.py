@@ -19,11 +19,18 @@ shows them gone, locks deleted), resigns leadership and revokes the lease.
 import dataclasses
 import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence, Tuple
 
-from networkd.bus.messages import DuplicateClaim, LeaseHealth
+from networkd.bus.messages import (
+    AppliedRevision,
+    DesiredRevision,
+    DuplicateClaim,
+    LeaseHealth,
+    VipCommand,
+)
 from networkd.election.core import ElectorCore, Inputs, Outputs
 from networkd.election.etcdconn import connect
+from networkd.wakeup import Wakeup
 from networkd.workers.base import WorkerContext
 
 WATCHER_TOPICS = [
@@ -36,6 +43,8 @@ WATCHER_TOPICS = [
     "state.sync",
 ]
 APPLIER_TOPICS = ["state.applied", "vip.duplicate"]
+CHECKER_TOPICS = ["state.health"]
+API_TOPICS = ["command."]
 LEASE_REPUBLISH_S = 5.0
 
 
@@ -43,7 +52,25 @@ def lease_path(ctx: WorkerContext) -> str:
     return os.path.join(ctx.state_dir, "lease")
 
 
-def read_inputs(sub: Any) -> Inputs:
+def applier_runs(workers: Sequence[str]) -> bool:
+    """Whether an applier confirms releases (``-workers`` may leave it out in tests)."""
+    return not workers or "applier" in workers
+
+
+def checker_runs(workers: Sequence[str]) -> bool:
+    return not workers or "checker" in workers
+
+
+def confirmed_revision(sub: Any, epoch: float) -> int:
+    """The desired revision the applier confirmed for this elector (0: none)."""
+    items = sub.state("applier", "state.applied_rev") or {}
+    item = items.get("rev")
+    if isinstance(item, AppliedRevision) and item.epoch == epoch:
+        return int(item.rev)
+    return 0
+
+
+def read_inputs(sub: Any, epoch: float = 0.0, applier_expected: bool = True) -> Inputs:
     def copy(sender: str, topic: str) -> Optional[Dict[str, Any]]:
         items = sub.state(sender, topic)
         return dict(items) if items is not None else None
@@ -62,6 +89,8 @@ def read_inputs(sub: Any) -> Inputs:
         streamrouter=pool,
         watcher_synced=in_sync and vips is not None and containers is not None,
         applied=copy("applier", "state.applied"),
+        applied_rev=confirmed_revision(sub, epoch),
+        applier_expected=applier_expected,
     )
 
 
@@ -76,7 +105,9 @@ class ElectorPublisher:
         self.lease_topic = pub.state("state.lease")
         self.counters_topic = pub.state("state.elector")
         self.desired_topic: Any = None
+        self.desired_rev_topic: Any = None
         self.status_topic: Any = None
+        self.cluster_topic: Any = None
         self.leader_topic: Any = None
         self.errors_topic: Any = None
         self._version = -1
@@ -86,6 +117,9 @@ class ElectorPublisher:
         self._errors_seen: Dict[str, Any] = {}
 
     def publish(self) -> Outputs:
+        if self.core.commands is not None:
+            for result in self.core.commands.results():
+                self.pub.event("command.done", result)
         out = self.core.outputs()
         alive = self.core.keeper.alive()
         self._publish_lease()
@@ -98,14 +132,20 @@ class ElectorPublisher:
         first = self.desired_topic is None
         if first:
             self.desired_topic = self.pub.state("state.desired")
+            self.desired_rev_topic = self.pub.state("state.desired_rev")
             self.status_topic = self.pub.state("state.vip_status")
+            self.cluster_topic = self.pub.state("state.vip_cluster")
             self.leader_topic = self.pub.state("state.leader")
             self.errors_topic = self.pub.state("state.config_errors")
         desired = out.desired
         if self.strict and not alive:
             desired = {k: v for k, v in desired.items() if not v.bind}
         self.desired_topic.replace(desired)
+        # After the desired set, on the same socket: whoever sees this revision has seen
+        # the set it stands for.
+        self.desired_rev_topic.set("rev", DesiredRevision(rev=out.version))
         self.status_topic.replace(out.vip_status)
+        self.cluster_topic.replace(out.cluster)
         self.leader_topic.replace(out.leader)
         for key, err in out.config_errors.items():
             if self._errors_seen.get(key) != err:
@@ -119,7 +159,9 @@ class ElectorPublisher:
             # ignore deltas: send the full first state as a snapshot right away.
             for topic in (
                 self.desired_topic,
+                self.desired_rev_topic,
                 self.status_topic,
+                self.cluster_topic,
                 self.leader_topic,
                 self.errors_topic,
             ):
@@ -135,6 +177,7 @@ class ElectorPublisher:
             or seen.alive != health.alive
             or seen.lease_id != health.lease_id
             or seen.keepalive_failures != health.keepalive_failures
+            or seen.valid_until != health.valid_until  # each renewal moves the deadline
         )
         if changed or now - self._lease_at >= LEASE_REPUBLISH_S:
             self._lease_seen = health
@@ -142,36 +185,17 @@ class ElectorPublisher:
             self.lease_topic.set("lease", health)
 
 
-class Wakeup:
-    """A pipe the controller thread pokes when it has new outputs (wakes the bus poll)."""
-
-    def __init__(self) -> None:
-        self.rfd, self.wfd = os.pipe()
-        os.set_blocking(self.rfd, False)
-        os.set_blocking(self.wfd, False)
-
-    def poke(self) -> None:
-        try:
-            os.write(self.wfd, b"x")
-        except (BlockingIOError, OSError):
-            pass  # already poked (pipe full) or closing
-
-    def drain(self) -> None:
-        try:
-            while os.read(self.rfd, 4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
-
-    def close(self) -> None:
-        os.close(self.rfd)
-        os.close(self.wfd)
-
-
 def main(ctx: WorkerContext) -> int:
     config = ctx.config
     pub = ctx.publisher()
-    sub = ctx.subscriber({"watcher": WATCHER_TOPICS, "applier": APPLIER_TOPICS})
+    sub = ctx.subscriber(
+        {
+            "watcher": WATCHER_TOPICS,
+            "applier": APPLIER_TOPICS,
+            "checker": CHECKER_TOPICS,
+            "api": API_TOPICS,
+        }
+    )
     wakeup = Wakeup()
     core = ElectorCore(
         config,
@@ -183,7 +207,9 @@ def main(ctx: WorkerContext) -> int:
     )
     core.start()
     out_pub = ElectorPublisher(ctx, pub, core)
-    inputs = InputPump(sub, core, wakeup)
+    inputs = InputPump(
+        sub, core, wakeup, pub.epoch, applier_runs(config.workers), checker_runs(config.workers)
+    )
     ctx.log.info(
         "elector started hostname=%s ttl_s=%s fencing=%s lease=%x resumed=%s",
         ctx.hostname,
@@ -229,16 +255,79 @@ def main(ctx: WorkerContext) -> int:
     return 0
 
 
-class InputPump:
+class HealthVerdicts:
+    """The checker's verdicts as the elector uses them: a verdict stays until a newer
+    definite one (PASSING or FAILING) replaces it, so a restarting checker (whose items
+    are UNKNOWN, or absent while its mirror resyncs) moves no VIP."""
+
+    def __init__(self) -> None:
+        self.known: Dict[str, Tuple[str, str, str]] = {}  # ip -> (verdict, source, detail)
+
+    def update(self, items: Optional[Dict[str, Any]]) -> Dict[str, Tuple[str, str, str]]:
+        if items is None:
+            return dict(self.known)  # the checker restarts: keep what we had
+        fresh: Dict[str, Tuple[str, str, str]] = {}
+        for ip, item in items.items():
+            state = getattr(item, "state", "UNKNOWN")
+            source = getattr(item, "source", "")
+            detail = getattr(item, "detail", "")
+            previous = self.known.get(ip)
+            if state == "UNKNOWN" and previous is not None and previous[1] == source:
+                state, detail = previous[0], previous[2]
+            fresh[ip] = (state, source, detail)
+        self.known = fresh
+        return dict(fresh)
+
+
+class InputFeed:
     """Feeds the controller. While the watcher is not in sync (restarting, resyncing after
     an etcd outage) the last synced cluster state is kept: a restarting watcher must not
     look like "every VIP was deleted"."""
 
-    def __init__(self, sub: Any, core: ElectorCore, wakeup: Wakeup) -> None:
+    def __init__(
+        self,
+        sub: Any,
+        core: ElectorCore,
+        epoch: float,
+        applier_expected: bool,
+        checks_enabled: bool = True,
+    ) -> None:
+        self.checks_enabled = checks_enabled
         self.sub = sub
         self.core = core
-        self.wakeup = wakeup
+        self.epoch = epoch
+        self.applier_expected = applier_expected
         self.last_synced: Optional[Inputs] = None
+        self.verdicts = HealthVerdicts()
+
+    def feed(self) -> None:
+        """Hand the controller the bus state as ``sub`` holds it now."""
+        inputs = read_inputs(self.sub, self.epoch, self.applier_expected)
+        if inputs.watcher_synced:
+            self.last_synced = inputs
+        elif self.last_synced is not None:
+            inputs = dataclasses.replace(
+                self.last_synced, applied=inputs.applied, applied_rev=inputs.applied_rev
+            )
+        inputs.health = self.verdicts.update(self.sub.state("checker", "state.health"))
+        inputs.checks_enabled = self.checks_enabled
+        self.core.set_inputs(inputs)
+
+
+class InputPump(InputFeed):
+    """Polls the bus; feeds the controller when a state topic changed."""
+
+    def __init__(
+        self,
+        sub: Any,
+        core: ElectorCore,
+        wakeup: Wakeup,
+        epoch: float,
+        applier_expected: bool,
+        checks_enabled: bool = True,
+    ) -> None:
+        super().__init__(sub, core, epoch, applier_expected, checks_enabled)
+        self.wakeup = wakeup
 
     def pump(self) -> None:
         envelopes = self.sub.poll(timeout_ms=50, extra=[self.wakeup.rfd])
@@ -249,13 +338,11 @@ class InputPump:
         for env in envelopes:
             if env.topic == "vip.duplicate" and isinstance(env.body, DuplicateClaim):
                 self.core.note_duplicate(env.body.ip, env.body.yielded)
+            elif env.topic == "command.vip" and isinstance(env.body, VipCommand):
+                if self.core.commands is not None:
+                    self.core.commands.submit(env.body)
+                    self.core.poke()
             elif env.topic.startswith("state."):
                 changed = True
-        if not changed:
-            return
-        inputs = read_inputs(self.sub)
-        if inputs.watcher_synced:
-            self.last_synced = inputs
-        elif self.last_synced is not None:
-            inputs = dataclasses.replace(self.last_synced, applied=inputs.applied)
-        self.core.set_inputs(inputs)
+        if changed:
+            self.feed()

@@ -7,6 +7,12 @@ content atomically (temp file + rename in the same directory). ``render`` is ide
 so the next read finds nothing to do: no loop on its own write. It publishes
 ``state.upstreams`` (item ``upstreams``) and ``state.hosts`` (one HostsEntry per name).
 On the final stop it writes the upstream-only form back.
+
+A symlinked resolv.conf (systemd-resolved: ``-> ../run/systemd/resolve/stub-resolv.conf``;
+NetworkManager ``rc-manager=symlink``) stays a symlink: the keeper reads and writes the
+link's target (the temp file and rename happen in the target's directory), so the link
+survives start, outside edits, stop, and also a SIGKILL of the whole daemon. Replacing the
+link and putting it back on stop would leave a plain file behind after a crash.
 """
 
 import errno
@@ -46,9 +52,11 @@ def read_text(path: str) -> Optional[str]:
 def write_atomic(path: str, text: str) -> None:
     """Replace ``path`` with ``text``: temp file in the same directory, then rename.
 
-    Keeps the old file's mode. A bind-mounted file (rename gives EBUSY, as with Docker's
-    /etc/resolv.conf) is rewritten in place instead."""
-    directory = os.path.dirname(os.path.abspath(path)) or "."
+    Keeps the old file's mode. A symlink is followed: its target is replaced and the link
+    stays. A bind-mounted file (rename gives EBUSY, as with Docker's /etc/resolv.conf) is
+    rewritten in place instead."""
+    path = os.path.realpath(path)
+    directory = os.path.dirname(path) or "."
     try:
         mode = os.stat(path).st_mode & 0o7777
     except OSError:
@@ -84,6 +92,14 @@ class ResolvConfKeeper:
         self.ours = ours
         self.writes = 0
         self.last_text: Optional[str] = None
+        self.last_failure = ""
+
+    def where(self) -> str:
+        """``path=...`` and, for a symlink, the ``target=`` written instead."""
+        target = os.path.realpath(self.path)
+        if os.path.islink(self.path):
+            return f"path={self.path} target={target}"
+        return f"path={self.path}"
 
     def check(self) -> Optional[str]:
         """Read, fix if needed; returns the current content (None when unreadable)."""
@@ -97,10 +113,13 @@ class ResolvConfKeeper:
             try:
                 write_atomic(self.path, wanted)
             except OSError as exc:
-                log.warning("resolv.conf write failed path=%s reason=%s", self.path, exc)
+                if str(exc) != self.last_failure:  # retried every pass: say it once
+                    self.last_failure = str(exc)
+                    log.warning("resolv.conf write failed %s reason=%s", self.where(), exc)
                 return text
             self.writes += 1
-            log.info("resolv.conf written path=%s upstreams=%s", self.path, self.upstreams(wanted))
+            self.last_failure = ""
+            log.info("resolv.conf written %s upstreams=%s", self.where(), self.upstreams(wanted))
             text = wanted
         self.last_text = text
         return text
@@ -114,7 +133,7 @@ class ResolvConfKeeper:
         if restored != text:
             try:
                 write_atomic(self.path, restored)
-                log.info("resolv.conf restored path=%s", self.path)
+                log.info("resolv.conf restored %s", self.where())
             except OSError as exc:
                 log.warning("resolv.conf restore failed path=%s reason=%s", self.path, exc)
 

@@ -21,7 +21,7 @@ from typing import Any, List, Optional
 from networkd.bus.messages import ConfigError, EtcdHealth, WatcherSync
 from networkd.etcd import state as cluster
 from networkd.etcd.client import EtcdConnector
-from networkd.etcd.reader import EtcdReader, Events, Health, Snapshot
+from networkd.etcd.reader import PROBE_TIMEOUT, EtcdReader, Events, Health, Snapshot
 
 log = logging.getLogger("networkd.watcher")
 
@@ -152,7 +152,7 @@ def main(ctx: Any) -> int:
     pub = ctx.publisher()
     publisher = StatePublisher(pub, ctx.hostname)
     inbox: queue.Queue[Any] = queue.Queue()
-    reader = EtcdReader(EtcdConnector(ctx.config), inbox)
+    reader = EtcdReader(EtcdConnector(ctx.config, connect_timeout=PROBE_TIMEOUT), inbox)
     log.info(
         "watcher starting hostname=%s endpoints=%s",
         ctx.hostname,

@@ -9,14 +9,20 @@ from tests.lab.agent import NsAgent
 from tests.lab.netns import add_netns, del_netns, ip, ns_exec
 
 
-@pytest.fixture
-def nsagent() -> Iterator[Tuple[str, NsAgent]]:
-    name = f"nwt{uuid.uuid4().hex[:8]}"
+def netns_with_eth0(prefix: str, address: str) -> str:
+    """A new namespace with an ``eth0`` (a veth whose peer stays inside) holding ``address``."""
+    name = f"{prefix}{uuid.uuid4().hex[:8]}"
     add_netns(name)
     ip("link", "add", "eth0", "type", "veth", "peer", "name", "peer0", netns=name)
-    ip("addr", "add", "10.77.5.1/24", "dev", "eth0", netns=name)
+    ip("addr", "add", address, "dev", "eth0", netns=name)
     ip("link", "set", "eth0", "up", netns=name)
     ip("link", "set", "peer0", "up", netns=name)
+    return name
+
+
+@pytest.fixture
+def nsagent() -> Iterator[Tuple[str, NsAgent]]:
+    name = netns_with_eth0("nwt", "10.77.5.1/24")
     agent = NsAgent(name)
     try:
         yield name, agent

@@ -7,9 +7,10 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
-from networkd.bus.messages import AclList, DesiredVip, LeaseHealth, PortSpec
+from networkd.bus.messages import DesiredVip, LeaseHealth, PortSpec
 from tests.lab import Lab, LabNode
 from tests.lab.standin import BusStandIn
+from tests.support.acl import BASE, acl_items
 
 VIP = "10.77.0.200"
 VIP2 = "10.77.0.201"
@@ -33,7 +34,9 @@ def vip(
 
 
 def lease(alive: bool = True) -> Dict[str, Any]:
-    return {"lease": LeaseHealth(lease_id=7, alive=alive, ttl_s=2.0)}
+    # valid_until: the same CLOCK_MONOTONIC the applier reads; an hour is "alive for good"
+    until = time.monotonic() + 3600 if alive else 0.0
+    return {"lease": LeaseHealth(lease_id=7, alive=alive, ttl_s=2.0, valid_until=until)}
 
 
 def applied(bus: BusStandIn) -> Dict[str, Any]:
@@ -149,10 +152,15 @@ def test_repairs_adopts_and_removes_leftovers(lab: Lab) -> None:
     try:
         bus.replace("elector", "state.lease", lease())
         bus.replace("elector", "state.desired", {VIP: vip(node), VIP2: vip(node, VIP2)})
-        bus.wait(
-            lambda: node.has_address(VIP) and node.has_address(VIP2) and len(node.nat_rules()) == 8,
-            5,
-        )
+        try:
+            bus.wait(
+                lambda: (
+                    node.has_address(VIP) and node.has_address(VIP2) and len(node.nat_rules()) == 8
+                ),
+                5,
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{node.addresses()}\n{daemon.log()[-3000:]}") from None
 
         # outside deletion of the address and of a rule: both come back
         node.exec("ip", "addr", "del", f"{VIP}/32", "dev", "eth0")
@@ -260,17 +268,71 @@ def test_duplicate_claim_and_fencing(lab: Lab) -> None:
         daemon.close()
 
 
-def acl_items(ips=(), ex=None, inp=None) -> Dict[str, AclList]:
-    items = {"whitelist_ips": AclList("whitelist_ips", items=list(ips))}
-    for proto, ports in (ex or {}).items():
-        items[f"ex_ports/{proto}"] = AclList(f"ex_ports/{proto}", items=list(ports))
-    for source, ports in (inp or {}).items():
-        items[f"in_ports/{source}"] = AclList(f"in_ports/{source}", ports=ports)
-    return items
+def send_na(client: Any, ip: str, mac: str) -> None:
+    """An unsolicited neighbour advertisement for ``ip`` naming ``mac`` (a claim), from a
+    client namespace, through a raw ICMPv6 socket as a node would send it."""
+    import socket
+
+    from networkd.net.garp import build_unsolicited_na
+    from tests.lab.netns import in_netns
+
+    with in_netns(client.ns):
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        index = socket.if_nametoindex("eth0")
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+        sock.sendto(build_unsolicited_na(mac, ip), ("ff02::1", 0, 0, index))
+    finally:
+        sock.close()
+
+
+def test_probes_and_ipv6_claims_without_a_live_lease(lab: Lab) -> None:
+    node, client = lab.nodes[0], lab.client
+    vip6 = "fd00:77::200"
+    daemon, bus = start(node)
+    try:
+        bus.replace("elector", "state.lease", lease())
+        bus.replace(
+            "elector", "state.desired", {VIP: vip(node), vip6: vip(node, vip6, ports=(), cip="")}
+        )
+        bus.wait(lambda: node.has_address(VIP) and node.has_address(vip6), 5)
+        with client.sniffer() as sniffer:
+            # hold without a live lease: silent, but asking who else has the VIP (ARP probes)
+            bus.replace("elector", "state.lease", lease(False))
+            t0 = time.monotonic()
+            time.sleep(1.2)
+            probes = [
+                s for s in list(sniffer.seen) if s.at > t0 and s.kind == "arp" and s.ip == "0.0.0.0"
+            ]
+            assert len(probes) >= 4, probes  # every 200 ms
+            assert not sniffer.garps(VIP, since=t0)
+        # an IPv6 VIP yields to another node's neighbour advertisement
+        send_na(client, vip6, "02:00:00:77:77:7a")
+        bus.wait(lambda: not node.has_address(vip6), 3, "yield to the NA")
+        claims = bus.wait(lambda: [c for c in bus.events("vip.duplicate") if c.ip == vip6], 2)
+        assert claims[-1].yielded and claims[-1].mac == "02:00:00:77:77:7a"
+        assert node.has_address(VIP)  # the other VIP was not claimed: kept
+        # a live lease: an IPv6 claim is answered by a new announcement instead
+        bus.replace("elector", "state.lease", lease(True))
+        bus.wait(lambda: node.has_address(vip6), 3, "bound again with a live lease")
+        with client.sniffer() as sniffer:
+            t1 = time.monotonic()
+            send_na(client, vip6, "02:00:00:77:77:7b")
+            again = sniffer.wait_garp(vip6, since=t1, timeout=2, mac=node.mac)
+            assert again.kind == "na"
+        assert node.has_address(vip6)
+    finally:
+        bus.close()
+        daemon.close()
 
 
 def input_rules(node: LabNode):
     return node.exec("iptables", "-w", "-S", "INPUT").splitlines()
+
+
+def acl_rules(node: LabNode):
+    return node.exec("iptables", "-w", "-S", "lain-ACL", check=False).splitlines()[1:]
 
 
 def test_acl(lab: Lab) -> None:
@@ -308,14 +370,9 @@ def test_acl(lab: Lab) -> None:
         bus.replace("watcher", "state.acl", acl_items([inside.ip]))
         bus.wait(lambda: input_rules(node)[0] == "-P INPUT DROP", 5)
         assert input_rules(node)[1:] == [
-            "-A INPUT -i lo -j ACCEPT",
-            "-A INPUT -i docker0 -j ACCEPT",
-            "-A INPUT -i cali+ -j ACCEPT",
-            "-A INPUT -m state --state INVALID -j DROP",
-            "-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT",
-            "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT",
-            f"-A INPUT -s {inside.ip}/32 -j lain-ENTRY",
+            '-A INPUT -m comment --comment "networkd acl, input policy before: ACCEPT" -j lain-ACL'
         ]
+        assert acl_rules(node) == [*BASE, f"-A lain-ACL -s {inside.ip}/32 -j lain-ENTRY"]
         assert inside.tcp(node.ip, 7000) == "host 7000"
         assert outside.try_tcp(node.ip, 7000, timeout=0.5) is None  # dropped
 
@@ -325,11 +382,11 @@ def test_acl(lab: Lab) -> None:
             "state.acl",
             acl_items([outside.ip], ex={"udp": ["7001"]}, inp={inside.ip: {"tcp": ["7001"]}}),
         )
-        bus.wait(lambda: f"-A INPUT -s {outside.ip}/32 -j lain-ENTRY" in input_rules(node), 5)
-        rules = input_rules(node)
-        assert f"-A INPUT -s {inside.ip}/32 -j lain-ENTRY" not in rules
-        assert f"-A INPUT -s {inside.ip}/32 -j lain-INPUT" in rules
-        assert "-A INPUT -p udp -m multiport --dports 7001 -j lain-ENTRY" in rules
+        bus.wait(lambda: f"-A lain-ACL -s {outside.ip}/32 -j lain-ENTRY" in acl_rules(node), 5)
+        rules = acl_rules(node)
+        assert f"-A lain-ACL -s {inside.ip}/32 -j lain-ENTRY" not in rules
+        assert f"-A lain-ACL -s {inside.ip}/32 -j lain-INPUT" in rules
+        assert "-A lain-ACL -p udp -m multiport --dports 7001 -j lain-ENTRY" in rules
         assert outside.tcp(node.ip, 7000) == "host 7000"
         assert inside.try_tcp(node.ip, 7000, timeout=0.5) is None
         assert inside.tcp(node.ip, 7001) == "host 7001"  # per-source port
@@ -338,12 +395,12 @@ def test_acl(lab: Lab) -> None:
         # a restart of the applier leaves no duplicate
         import os
 
-        before = input_rules(node)
+        before = input_rules(node), acl_rules(node)
         pid = daemon.pid("applier")
         os.kill(pid, signal.SIGTERM)
         bus.wait(lambda: daemon.pid("applier") != pid, 10)
         time.sleep(1.5)
-        assert input_rules(node) == before
+        assert (input_rules(node), acl_rules(node)) == before
         assert len(node.exec("iptables", "-w", "-S", "lain-ENTRY").splitlines()) == 2
 
         # final stop: policy ACCEPT, chains gone
@@ -351,6 +408,8 @@ def test_acl(lab: Lab) -> None:
         daemon.stop()
         assert input_rules(node) == ["-P INPUT ACCEPT"]
         assert "lain-" not in node.exec("iptables", "-w", "-S")
+        assert "lain-" not in node.exec("ip6tables", "-w", "-S")
+        assert node.exec("ip6tables", "-w", "-S", "INPUT").splitlines() == ["-P INPUT ACCEPT"]
         assert inside.tcp(node.ip, 7000) == "host 7000"
     finally:
         bus.close()

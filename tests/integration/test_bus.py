@@ -10,8 +10,13 @@ from typing import Callable, Dict, Iterator, List, Optional
 import pytest
 import zmq
 
-from networkd.bus.messages import DomainEntry
-from networkd.bus.publisher import Publisher, endpoint_dir, endpoint_path
+from networkd.bus.messages import DomainEntry, WorkerStarted
+from networkd.bus.publisher import (
+    MAX_SUBSCRIPTIONS_PER_POLL,
+    Publisher,
+    endpoint_dir,
+    endpoint_path,
+)
 from networkd.bus.subscriber import Subscriber
 from tests.support.daemon import Daemon, wait_for
 
@@ -194,5 +199,49 @@ def test_a_topic_is_silent_until_its_first_publication_which_is_a_snapshot(run_d
     topic.set("a.lain", entry("a.lain", "10.0.0.1"))
     pump(pub, [sub], lambda: set(state(sub) or {}) == {"a.lain"}, seconds=2)
     sub.close()
+    pub.close()
+    ctx.destroy(0)
+
+
+def test_a_subscription_flood_is_worked_off_a_bounded_amount_per_poll(run_dir: str) -> None:
+    """A subscriber (of a group allowed to connect) floods subscriptions: each poll reads
+    at most MAX_SUBSCRIPTIONS_PER_POLL of them, so the loop around it keeps running (its
+    events reach the other subscribers between polls) and one snapshot answers each poll."""
+    flood = 20_000
+    ctx = zmq.Context()
+    pub = Publisher(ctx, run_dir, "watcher")
+    pub.state(TOPIC).replace({"a.lain": entry("a.lain", "10.0.0.1")})
+    legit = Subscriber(ctx, run_dir, {"watcher": [TOPIC, "worker."]})
+    pump(pub, [legit], lambda: state(legit) is not None)
+    # No high-water marks on the way (libzmq's would drop most of the flood): the worst
+    # case, every subscription queued at the publisher at once.
+    pub.socket.setsockopt(zmq.RCVHWM, 0)
+    flooder = ctx.socket(zmq.XSUB)
+    flooder.setsockopt(zmq.SNDHWM, 0)
+    flooder.connect(f"ipc://{endpoint_path(run_dir, 'watcher')}")
+    for _ in range(flood):
+        flooder.send(b"\x01" + TOPIC.encode())
+    reads: List[int] = []
+    ticks = 0
+    snapshots = 0
+    events = 0
+    deadline = time.monotonic() + 20
+    while sum(reads) < flood and time.monotonic() < deadline:
+        reads.append(pub.poll())
+        ticks += 1
+        pub.event("worker.api.start", WorkerStarted("api", ticks))  # the loop's own work
+        for env in legit.poll(1):
+            snapshots += env.kind == "snapshot"
+            events += env.topic == "worker.api.start"
+    assert sum(reads) == flood, "every subscription was read in the end"
+    assert max(reads) <= MAX_SUBSCRIPTIONS_PER_POLL
+    assert len(reads) >= flood // MAX_SUBSCRIPTIONS_PER_POLL
+    deadline = time.monotonic() + 5
+    while events < ticks and time.monotonic() < deadline:
+        events += sum(env.topic == "worker.api.start" for env in legit.poll(5))
+    assert events == ticks, "every tick's event went out while the flood was worked off"
+    assert 1 <= snapshots <= len(reads), "one snapshot per poll, not one per subscription"
+    flooder.close(0)
+    legit.close()
     pub.close()
     ctx.destroy(0)

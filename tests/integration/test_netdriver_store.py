@@ -12,6 +12,7 @@ import pytest
 
 from networkd import keys
 from networkd.election.mirror import KeyMirror
+from networkd.etcd.channel import ClientHolder
 from networkd.netdriver import messages as m
 from networkd.netdriver.cluster import ClusterView
 from networkd.netdriver.service import NetService
@@ -23,13 +24,13 @@ NID_A, NID_B = "a" * 64, "b" * 64
 
 class Host:
     def __init__(self, etcd: EtcdServer, name: str, address: str) -> None:
-        self.client = etcd.client()
-        self.mirror = KeyMirror(self.client, keys.NETWORKS_PREFIX)
+        self.holder = ClientHolder(etcd.client, name)
+        self.mirror = KeyMirror(self.holder, keys.NETWORKS_PREFIX)
         self.mirror.start()
         assert self.mirror.wait_synced(5)
         self.links: List[Any] = []
         self.service = NetService(
-            NetStore(self.client, self.mirror), ClusterView(), name, address, self.link
+            NetStore(self.holder, self.mirror), ClusterView(), name, address, self.link
         )
 
     def link(self, request: Any) -> m.Reply:
@@ -43,7 +44,7 @@ class Host:
 
     def close(self) -> None:
         self.mirror.stop()
-        self.client.close()
+        self.holder.close()
 
 
 @pytest.fixture

@@ -40,6 +40,8 @@ PYTHON = sys.executable
 PREFIX = "nwl"
 SUBNET = "10.77.0"
 HUB_IP = f"{SUBNET}.254"
+SUBNET6 = "fd00:77::"  # Lab(ipv6=True): the bridge's IPv6 subnet, /64
+HUB_IP6 = f"{SUBNET6}fe"
 DEFAULT_CONTAINER_PORTS = (80, 8080, 8081, 8082, 9000)
 ETH_P_ALL = 0x0003
 ETH_P_ARP = 0x0806
@@ -214,6 +216,7 @@ class LabClient:
         self.index = index
         self.ns = f"{lab.prefix}-cl{index}"
         self.ip = f"{SUBNET}.{100 + index}"
+        self.ip6 = f"{SUBNET6}{100 + index:x}"
         self.port = f"cl{index}"  # its port on the bridge (hub namespace)
 
     def socket(self, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> socket.socket:
@@ -222,7 +225,7 @@ class LabClient:
 
     def tcp(self, ip: str, port: int, timeout: float = 1.0) -> str:
         """Connect to ip:port and return the reply (``"node1 8080"``); raises OSError."""
-        sock = self.socket()
+        sock = self.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
         sock.settimeout(timeout)
         try:
             sock.connect((ip, port))
@@ -305,10 +308,37 @@ class LabNode:
         self.port = f"n{index}"  # its port on the bridge (hub namespace)
         self.container_ip = f"172.30.{index}.2"
         self.gateway_ip = f"172.30.{index}.1"
+        self.ip6 = f"{SUBNET6}{10 + index:x}"  # Lab(ipv6=True)
+        self.container_ip6 = f"fd00:30:{index}::2"
+        self.gateway_ip6 = f"fd00:30:{index}::1"
         self.dir = os.path.join(lab.dir, self.name)
         self.server: Optional[subprocess.Popen[bytes]] = None
         self.daemon: Any = None
         self.mac = ""
+
+    # -- the container's server ----------------------------------------------------------
+
+    def start_server(self) -> None:
+        """The container's TCP/UDP server on the lab's container ports (``<name> <port>``)."""
+        ports = ",".join(str(p) for p in self.lab.container_ports)
+        self.server = self.run_in_container(
+            "tests.lab.servers", "--name", self.name, "--ports", ports
+        )
+
+    def stop_server(self) -> None:
+        """The service dies, the container stays (still listed in deployd's pod groups)."""
+        _kill(self.server)
+        self.server = None
+
+    def run_in_container(self, module: str, *args: str) -> "subprocess.Popen[bytes]":
+        """``python -m module args`` in the container namespace; returns once it prints
+        ``ready`` (killed with the lab)."""
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.container_ns, PYTHON, "-m", module, *args],
+            stdout=subprocess.PIPE, cwd=REPO, env=_child_env(), start_new_session=True,
+        )  # fmt: skip
+        _wait_ready(proc, f"{module} in the container of {self.name}")
+        return proc
 
     # -- networkd ------------------------------------------------------------------------
 
@@ -396,6 +426,13 @@ class LabNode:
         rule = ["INPUT", "-s", self.ip, "-p", "tcp", "--dport", port, "-j", "DROP"]
         ns_exec(self.lab.hub_ns, "iptables", "-D", *rule, check=False)
 
+    def refuse_service(self, port: int, refuse: bool = True) -> None:
+        """The container's server stops answering TCP ``port`` (connections are reset) while
+        its process keeps running, as a hung or broken service; ``refuse=False`` undoes it."""
+        rule = ["INPUT", "-p", "tcp", "--dport", str(port), "-j", "REJECT"]
+        rule += ["--reject-with", "tcp-reset"]
+        ns_exec(self.container_ns, "iptables", "-w", "-I" if refuse else "-D", *rule, check=refuse)
+
     # -- observing -----------------------------------------------------------------------
 
     def exec(self, *cmd: str, check: bool = True) -> str:
@@ -436,8 +473,9 @@ class LabNode:
             if addr.endswith("/32") or addr.endswith("/128"):
                 ip("addr", "del", addr, "dev", self.interface, netns=self.ns, check=False)
         script = (
-            "iptables -w -P INPUT ACCEPT; iptables -w -F INPUT; "
-            "for c in lain-ENTRY lain-INPUT; do iptables -w -F $c; iptables -w -X $c; done; "
+            "for t in iptables ip6tables; do $t -w -P INPUT ACCEPT; $t -w -F INPUT; "
+            "for c in lain-ACL lain-ENTRY lain-INPUT; do $t -w -F $c; done; "
+            "for c in lain-ACL lain-ENTRY lain-INPUT; do $t -w -X $c; done; done; "
             "iptables -w -t nat -F PREROUTING; iptables -w -t nat -F OUTPUT; "
             "for c in lain-PREROUTING lain-OUTPUT; do "
             "iptables -w -t nat -F $c; iptables -w -t nat -X $c; done"
@@ -492,6 +530,7 @@ class Lab:
         clients: int = 1,
         container_ports: Sequence[int] = DEFAULT_CONTAINER_PORTS,
         etcd: bool = True,
+        ipv6: bool = False,
     ) -> None:
         if nodes > 80 or clients > 100:
             raise ValueError("the lab subnet holds at most 80 nodes and 100 clients")
@@ -501,6 +540,7 @@ class Lab:
         self.dir = tempfile.mkdtemp(prefix=f"networkd-lab-{self.suffix}-")
         os.chmod(self.dir, 0o755)
         self.container_ports = list(container_ports)
+        self.ipv6 = ipv6
         self.nodes = [LabNode(self, i) for i in range(1, nodes + 1)]
         self.clients = [LabClient(self, j) for j in range(clients)]
         self.with_etcd = etcd
@@ -547,6 +587,8 @@ class Lab:
             check=False,
         )
         ip("addr", "add", f"{HUB_IP}/24", "dev", "br0", netns=self.hub_ns)
+        if self.ipv6:
+            self._address6(self.hub_ns, "br0", HUB_IP6, 64)
         ip("link", "set", "br0", "up", netns=self.hub_ns)
         for node in self.nodes:
             self._build_node(node)
@@ -600,20 +642,31 @@ class Lab:
         ip("addr", "add", f"{node.container_ip}/24", "dev", "eth0", netns=node.container_ns)
         ip("link", "set", "eth0", "up", netns=node.container_ns)
         ip("route", "add", "default", "via", node.gateway_ip, netns=node.container_ns)
+        if self.ipv6:
+            self._build_node6(node)
         out = ip("-o", "link", "show", "eth0", netns=node.ns)
         node.mac = out.split("link/ether", 1)[1].split()[0]
-        node.server = subprocess.Popen(
-            [
-                "ip", "netns", "exec", node.container_ns, PYTHON, "-m", "tests.lab.servers",
-                "--name", node.name, "--ports", ",".join(str(p) for p in self.container_ports),
-            ],
-            stdout=subprocess.PIPE, cwd=REPO, env=_child_env(), start_new_session=True,
-        )  # fmt: skip
-        _wait_ready(node.server, f"container server of {node.name}")
+        node.start_server()
 
     def _build_client(self, client: LabClient) -> None:
         add_netns(client.ns)
         self._attach(client.ns, client.port, client.ip)
+        if self.ipv6:
+            self._address6(client.ns, "eth0", client.ip6, 64)
+
+    @staticmethod
+    def _address6(ns: str, dev: str, address: str, plen: int) -> None:
+        """An IPv6 address usable at once (no duplicate address detection wait)."""
+        ip("addr", "add", f"{address}/{plen}", "dev", dev, "nodad", netns=ns)
+
+    def _build_node6(self, node: "LabNode") -> None:
+        """IPv6 on the bridge and to the container (``Lab(ipv6=True)``); the container
+        server listens on both families."""
+        sysctl(node.ns, "net.ipv6.conf.all.forwarding", "1")
+        self._address6(node.ns, "eth0", node.ip6, 64)
+        self._address6(node.ns, "docker0", node.gateway_ip6, 64)
+        self._address6(node.container_ns, "eth0", node.container_ip6, 64)
+        ip("-6", "route", "add", "default", "via", node.gateway_ip6, netns=node.container_ns)
 
     def close(self) -> None:
         if self._closed:
@@ -661,15 +714,40 @@ class Lab:
         return ns_exec(self.clients[client].ns, "ping", "-c", "1", "-W", "1", address, check=False)
 
     @staticmethod
-    def pod_group(nodes: Sequence["LabNode"], app: str = "web", proc: str = "worker") -> str:
-        """deployd's pod group with one container of app.proc on each of ``nodes``."""
+    def pod_group(
+        nodes: Sequence["LabNode"], app: str = "web", proc: str = "worker", ipv6: bool = False
+    ) -> str:
+        """deployd's pod group with one container of app.proc on each of ``nodes`` (with
+        ``ipv6``, the containers' IPv6 addresses: what an IPv6 VIP's DNAT points to)."""
         from tests.support.lain import pod, pod_group
 
         pods = [
-            pod(i + 1, n.name, n.container_ip, n.ip, f"c{n.index}{app}")
+            pod(
+                i + 1, n.name, n.container_ip6 if ipv6 else n.container_ip, n.ip, f"c{n.index}{app}"
+            )
             for i, n in enumerate(nodes)
         ]
         return pod_group(app, proc, pods, kind=app)
+
+    def run_networkd(
+        self,
+        nodes: Sequence["LabNode"],
+        workers: Sequence[str],
+        placed: Optional[Sequence["LabNode"]] = None,
+        **flags: Any,
+    ) -> Any:
+        """Place web.worker on ``placed`` (default: ``nodes``), start networkd with
+        ``workers`` on ``nodes`` and wait until they run; returns an etcd client."""
+        etcd = self.etcd.client()
+        etcd.put(
+            "/lain/deployd/pod_groups/web/web.web.worker",
+            self.pod_group(list(nodes if placed is None else placed)),
+        )
+        for node in nodes:
+            node.start_networkd(workers=workers, docker_endpoint="", **flags)
+        for node in nodes:
+            node.daemon.wait_running(workers, timeout=20)
+        return etcd
 
     def owners(self, vip: str) -> List[str]:
         """Names of the nodes that hold ``vip`` on eth0 right now."""

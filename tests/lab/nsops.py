@@ -44,8 +44,14 @@ def acl_apply(items: Dict[str, Any]) -> AclResult:
     return acl().apply(items)
 
 
-def acl_read() -> Dict[str, List[FilterRule]]:
-    return acl().read()
+def acl_read(family: int = 4) -> Dict[str, List[Optional[FilterRule]]]:
+    return acl().read(family)
+
+
+def acl_restart() -> None:
+    """A new adapter, as in a restarted (or SIGKILLed and restarted) applier."""
+    global _acl
+    _acl = None
 
 
 def acl_remove() -> int:

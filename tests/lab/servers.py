@@ -11,19 +11,29 @@ import sys
 from typing import List
 
 
+def listener(kind: int, port: int) -> socket.socket:
+    """A dual-stack socket on ``port`` (IPv4 only where the namespace has no IPv6)."""
+    try:
+        sock = socket.socket(socket.AF_INET6, kind)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        address: tuple = ("::", port)
+    except OSError:
+        sock = socket.socket(socket.AF_INET, kind)
+        address = ("0.0.0.0", port)
+    if kind == socket.SOCK_STREAM:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    if kind == socket.SOCK_STREAM:
+        sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
 def serve(name: str, ports: List[int]) -> None:
     sel = selectors.DefaultSelector()
     for port in ports:
-        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        tcp.bind(("0.0.0.0", port))
-        tcp.listen(128)
-        tcp.setblocking(False)
-        sel.register(tcp, selectors.EVENT_READ, ("tcp", port))
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.bind(("0.0.0.0", port))
-        udp.setblocking(False)
-        sel.register(udp, selectors.EVENT_READ, ("udp", port))
+        sel.register(listener(socket.SOCK_STREAM, port), selectors.EVENT_READ, ("tcp", port))
+        sel.register(listener(socket.SOCK_DGRAM, port), selectors.EVENT_READ, ("udp", port))
     print("ready", flush=True)
     while True:
         for key, _ in sel.select():

@@ -92,6 +92,7 @@ class Daemon:
         hostname: str = "node1",
         extra_args: Optional[List[str]] = None,
         flags: Optional[Dict[str, Any]] = None,
+        env: Optional[Dict[str, str]] = None,
         **more_flags: Any,
     ) -> None:
         self.base_dir = base_dir
@@ -121,6 +122,7 @@ class Daemon:
         self.flags.update(flags or {})
         self.flags.update(more_flags)
         self.extra_args = list(extra_args or [])
+        self.env = dict(os.environ, **(env or {}))
         if not os.path.exists(self.resolv_conf):
             with open(self.resolv_conf, "w") as f:
                 f.write("nameserver 127.0.0.53\n")
@@ -157,7 +159,7 @@ class Daemon:
     def start(self) -> "Daemon":
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=log, stdin=subprocess.DEVNULL
+            self.command(), stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=self.env
         )
         log.close()
         return self

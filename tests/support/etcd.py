@@ -1,6 +1,8 @@
 """A real etcd server for tests: started from the ``etcd`` binary in a temp dir.
 
 Helpers stop, restart, pause (SIGSTOP) and compact it. Every suite reuses it.
+``EtcdCluster`` runs several members on loopback (a real raft cluster: leader kill,
+quorum) and ``scrape_metrics`` reads a member's Prometheus ``/metrics``.
 ``make_test_ca`` creates a throwaway CA with server and client certificates (openssl) for
 ``EtcdServer(tls=...)``; ``TcpProxy`` sits between a client and etcd and can cut the
 connection (a partition) while etcd itself keeps running.
@@ -8,6 +10,7 @@ connection (a partition) while etcd itself keeps running.
 
 import dataclasses
 import os
+import re
 import shutil
 import signal
 import socket
@@ -16,7 +19,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from typing import Any, List, Optional, Tuple
+import urllib.request
+from typing import Any, Dict, List, Optional, Tuple
 
 from tests.support.ports import free_ports, splice
 
@@ -34,12 +38,22 @@ class EtcdServer:
         scheme: str = "http",
         netns: Optional[str] = None,
         tls: Optional["TestCA"] = None,
+        name: str = "test",
+        initial_cluster: str = "",
+        ports: Optional[Tuple[int, int]] = None,
+        heartbeat_ms: int = 50,
+        election_ms: int = 500,
     ) -> None:
         if not os.path.exists(ETCD_BINARY):
             raise RuntimeError("etcd binary not found: run scripts/setup.sh (apt etcd-server)")
         self.host = host
         self.netns = netns
-        self.client_port, self.peer_port = free_ports(2)
+        self.name = name
+        self.client_port, self.peer_port = ports or free_ports(2)
+        # "name=peer-url,..." of every member; empty: a single-member cluster of this one
+        self.initial_cluster = initial_cluster
+        self.heartbeat_ms = heartbeat_ms
+        self.election_ms = election_ms
         self.tls = tls
         self.scheme = "https" if tls is not None else scheme
         self._own_dir = data_dir is None
@@ -52,12 +66,16 @@ class EtcdServer:
     def endpoint(self) -> str:
         return f"{self.scheme}://{self.host}:{self.client_port}"
 
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.host}:{self.peer_port}"
+
     def command(self) -> List[str]:
-        peer = f"http://{self.host}:{self.peer_port}"
+        peer = self.peer_url
         cmd = [
             ETCD_BINARY,
             "--name",
-            "test",
+            self.name,
             "--data-dir",
             os.path.join(self.data_dir, "data"),
             "--listen-client-urls",
@@ -69,11 +87,11 @@ class EtcdServer:
             "--initial-advertise-peer-urls",
             peer,
             "--initial-cluster",
-            f"test={peer}",
+            self.initial_cluster or f"{self.name}={peer}",
             "--heartbeat-interval",
-            "50",
+            str(self.heartbeat_ms),
             "--election-timeout",
-            "500",
+            str(self.election_ms),
             "--log-level",
             "error",
             *self.extra_args,
@@ -93,11 +111,15 @@ class EtcdServer:
         return cmd
 
     def start(self, timeout: float = 15.0) -> "EtcdServer":
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+    def launch(self) -> None:
+        """Start the process without waiting (the members of a cluster start together)."""
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, start_new_session=True)
         log.close()
-        self.wait_ready(timeout)
-        return self
 
     def wait_ready(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
@@ -171,6 +193,138 @@ class EtcdServer:
         self.stop()
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class EtcdCluster:
+    """``size`` etcd members on loopback forming one raft cluster.
+
+    Timing flags default to etcd's own (heartbeat 100 ms, election 1 s), as a production
+    cluster runs them; ``kill(i)`` is a member's crash (SIGKILL), ``restart(i)`` its return
+    with its data."""
+
+    def __init__(self, size: int = 3, heartbeat_ms: int = 100, election_ms: int = 1000) -> None:
+        ports = free_ports(2 * size)
+        self.base_dir = tempfile.mkdtemp(prefix="networkd-etcd-cluster-")
+        names = [f"m{i}" for i in range(size)]
+        urls = [f"http://127.0.0.1:{ports[2 * i + 1]}" for i in range(size)]
+        initial = ",".join(f"{n}={u}" for n, u in zip(names, urls))
+        self.members = [
+            EtcdServer(
+                data_dir=os.path.join(self.base_dir, name),
+                name=name,
+                initial_cluster=initial,
+                ports=(ports[2 * i], ports[2 * i + 1]),
+                heartbeat_ms=heartbeat_ms,
+                election_ms=election_ms,
+            )
+            for i, name in enumerate(names)
+        ]
+        for member in self.members:
+            os.makedirs(member.data_dir, exist_ok=True)
+
+    @property
+    def endpoints(self) -> List[str]:
+        return [m.endpoint for m in self.members]
+
+    def start(self, timeout: float = 30.0) -> "EtcdCluster":
+        for member in self.members:
+            member.launch()
+        for member in self.members:
+            member.wait_ready(timeout)
+        self.wait_leader(timeout)
+        return self
+
+    def leader_index(self) -> Optional[int]:
+        """The index of the member that is leader now (asked of the live members)."""
+        ids: Dict[int, int] = {}
+        leaders = set()
+        for index, member in enumerate(self.members):
+            if member.proc is None:
+                continue
+            try:
+                member_id, leader_id = _status(member)
+            except Exception:  # down or not answering: ask the others
+                continue
+            ids[member_id] = index
+            if leader_id:
+                leaders.add(leader_id)
+        for leader_id in leaders:
+            if leader_id in ids:
+                return ids[leader_id]
+        return None
+
+    def wait_leader(self, timeout: float = 30.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            index = self.leader_index()
+            if index is not None:
+                return index
+            time.sleep(0.05)
+        raise RuntimeError("etcd cluster elected no leader")
+
+    def kill(self, index: int) -> None:
+        self.members[index].stop()
+
+    def restart(self, index: int) -> None:
+        self.members[index].start()
+
+    def client(self, timeout: float = 5.0) -> Any:
+        """A client of the first live member."""
+        live = [m for m in self.members if m.proc is not None]
+        return live[0].client(timeout)
+
+    def pids(self) -> List[int]:
+        return [m.proc.pid for m in self.members if m.proc is not None]
+
+    def metrics(self) -> Dict[int, "Metrics"]:
+        """Every live member's /metrics by member index, parsed (see ``scrape_metrics``)."""
+        return {i: scrape_metrics(m.endpoint) for i, m in enumerate(self.members) if m.proc}
+
+    def close(self) -> None:
+        for member in self.members:
+            member.stop()
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+def _status(member: EtcdServer) -> Tuple[int, int]:
+    """(this member's id, the leader's id as it sees it; 0: none)."""
+    from etcd3.etcdrpc import rpc_pb2
+
+    client = member.client(timeout=1.0)
+    try:
+        response = client.maintenancestub.Status(rpc_pb2.StatusRequest(), 1.0)
+        return int(response.header.member_id), int(response.leader)
+    finally:
+        client.close()
+
+
+Metrics = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def scrape_metrics(endpoint: str, timeout: float = 5.0) -> Metrics:
+    """One member's Prometheus text: (name, sorted labels) -> value."""
+    with urllib.request.urlopen(f"{endpoint}/metrics", timeout=timeout) as response:
+        text = response.read().decode("utf-8", errors="replace")
+    return parse_metrics(text)
+
+
+def parse_metrics(text: str) -> Metrics:
+    out: Metrics = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = _SAMPLE.match(line)
+        if match is None:
+            continue
+        name, labels, value = match.groups()
+        pairs = tuple(sorted(_LABEL.findall(labels or "")))
+        try:
+            out[(name, pairs)] = float(value)
+        except ValueError:
+            continue
+    return out
 
 
 def current_revision(client: Any) -> int:

@@ -2,7 +2,8 @@
 
 import pytest
 
-from networkd.config import Config, ConfigError, parse_args, read_flag_file
+from networkd.config import MASK, Config, ConfigError, mask_secrets, parse_args, read_flag_file
+from networkd.workers import all_specs, worker_config
 
 
 def test_go_style_flags_parse() -> None:
@@ -67,3 +68,70 @@ def test_section_digest_changes_only_with_named_fields() -> None:
     a, b = Config(), Config(dns_ttl=5)
     assert a.section_digest(["api_addr"]) == b.section_digest(["api_addr"])
     assert a.section_digest(["dns_ttl"]) != b.section_digest(["dns_ttl"])
+
+
+# ------------------------------------------------------------------ least privilege
+
+SECRET = "pw-unit-7f3a"
+
+
+@pytest.mark.parametrize(
+    "argv,masked",
+    [
+        (["-etcd.password", SECRET, "-verbose"], ["-etcd.password", MASK, "-verbose"]),
+        (["-etcd.password=" + SECRET], ["-etcd.password=" + MASK]),
+        (["--etcd.password=" + SECRET], ["--etcd.password=" + MASK]),
+        (["-etcd.user", "root", "-hostname", SECRET], ["-etcd.user", "root", "-hostname", SECRET]),
+        (["-etcd.password"], ["-etcd.password"]),
+    ],
+)
+def test_mask_secrets(argv: list, masked: list) -> None:
+    assert mask_secrets(argv) == masked
+
+
+CREDENTIALS = ("etcd_user", "etcd_password", "etcd_cacert", "etcd_cert", "etcd_key")
+
+
+def test_each_worker_gets_only_its_fields_and_credentials_only_etcd_workers() -> None:
+    config, _ = parse_args(
+        [
+            "-etcd.user=networkd",
+            "-etcd.password=" + SECRET,
+            "-etcd.cacert=/etc/networkd/ca.pem",
+            "-etcd.cert=/etc/networkd/cert.pem",
+            "-etcd.key=/etc/networkd/key.pem",
+            "-config=/dev/null",
+            "-api.addr=127.0.0.1:3999",
+            "-resolv.conf=/tmp/resolv.conf",
+            "-dns.ttl=30",
+            "-log.file=/var/log/networkd/networkd.log",
+            "-vip.ttl=4",
+        ]
+    )
+    assert config is not None
+    for spec in all_specs(2):
+        mine = worker_config(config, spec)
+        holds_credentials = {f for f in CREDENTIALS if getattr(mine, f) != getattr(Config(), f)}
+        if spec.name in ("watcher", "elector"):
+            assert holds_credentials == set(CREDENTIALS), spec.name
+        else:
+            assert not holds_credentials, spec.name
+            assert SECRET not in repr(mine), spec.name
+        assert mine.config_file == "", "the -config file is the supervisor's alone"
+        assert mine.log_file == config.log_file and mine.run_dir == config.run_dir
+        for field in spec.config_fields:
+            assert getattr(mine, field) == getattr(config, field), (spec.name, field)
+    by_name = {s.name: worker_config(config, s) for s in all_specs(1)}
+    assert by_name["dns.0"].dns_ttl == 30 and by_name["api"].dns_ttl == Config().dns_ttl
+    assert (
+        by_name["api"].api_addr == "127.0.0.1:3999"
+        and by_name["dns.0"].api_addr != "127.0.0.1:3999"
+    )
+    assert by_name["resolvconf"].resolv_conf == "/tmp/resolv.conf"
+    assert by_name["elector"].vip_ttl == 4 and by_name["dns.0"].vip_ttl == Config().vip_ttl
+
+
+def test_user_fallback_flag() -> None:
+    config, _ = parse_args(["-user.fallback=nobody"])
+    assert config is not None and config.user_fallback == "nobody"
+    assert Config().user_fallback == ""

@@ -4,6 +4,8 @@ import math
 import random
 from typing import Any, Dict
 
+import pytest
+
 from networkd.bus.messages import LocalContainer, PortSpec, VipConfig
 from networkd.election import spread
 from networkd.election.eligibility import (
@@ -59,6 +61,53 @@ def test_fair_share_and_rendezvous():
     assert spread.compete_delay(held=4, share=4, rank=0, over_share_delay=4.0) >= 4.0
     assert spread.compete_delay(held=0, share=4, rank=0, over_share_delay=4.0) == 0.0
     assert spread.compete_delay(held=1, share=4, rank=2, over_share_delay=4.0) < 0.5
+
+
+# (held, least held by an eligible node, rank) -> delay in steps of 50 ms (share 30)
+DELAY_TABLE = [
+    (0, 0, 0, 0),
+    (0, 0, 2, 2),
+    (25, 25, 0, 0),  # every node holds 25: the best ranked takes over at once
+    (25, 25, 1, 1),
+    (26, 25, 0, 1),  # one more than the least loaded: after it
+    (25, 0, 0, 25),  # far above an idle node: the idle node goes first
+]
+
+
+def test_compete_delay_counts_from_the_least_loaded_node():
+    for held, least, rank, steps in DELAY_TABLE:
+        delay = spread.compete_delay(held, 30, rank, over_share_delay=4.0, least=least)
+        assert delay == pytest.approx(steps * spread.STEP_S), (held, least, rank)
+
+
+def test_dead_owner_vips_go_at_once_on_a_proc_with_many_vips_per_node():
+    """4 webrouter nodes with 25 VIPs each; n4 dies: its VIPs are free. The best ranked of
+    the three others competes for each without the 25 x 50 ms the held count used to add."""
+    nodes = ["n1", "n2", "n3", "n4"]
+    ips = [f"10.2.{i // 250}.{i % 250}" for i in range(100)]
+    configs = {ip: vip(ip) for ip in ips}
+    locks = {ip: Holder(nodes[i % 4], i % 4 + 1) for i, ip in enumerate(ips)}
+    freed = [ip for ip, h in locks.items() if h.hostname == "n4"]
+    for ip in freed:
+        del locks[ip]
+    best: Dict[str, float] = {}
+    for i, me in enumerate(nodes[:3]):
+        plan = plan_vips(
+            PlanInput(
+                hostname=me,
+                lease_id=i + 1,
+                alive=True,
+                fencing="hold",
+                configs=configs,
+                local={ip: (ELIGIBLE, container(node=me)) for ip in ips},
+                locks=locks,
+                live_nodes=set(nodes[:3]),
+                proc_nodes={"web/worker": nodes[:3]},
+            )
+        )
+        for ip in freed:
+            best[ip] = min(best.get(ip, 99.0), plan.compete[ip])
+    assert max(best.values()) == 0.0
 
 
 def test_giveaway_only_to_an_underloaded_eligible_node():
@@ -204,3 +253,44 @@ def test_spreading_simulation_settles_within_ceil():
         counts = {n: sum(1 for h in locks.values() if h.hostname == n) for n in nodes}
         assert len(locks) == vips_n, (vips_n, nodes_n, counts)
         assert max(counts.values()) <= math.ceil(vips_n / nodes_n), (vips_n, nodes_n, counts)
+
+
+# settling after an etcd disturbance: (last holder, in our desired set) -> what we do
+SETTLING_TABLE = [
+    ("n1", True, "keep, compete at once"),
+    ("n1", False, "compete at once"),
+    ("n2", False, "leave it to n2"),
+    ("", False, "normal spreading delay"),
+]
+
+
+def test_settling_gives_free_locks_back_to_their_last_holder():
+    for last, desired_now, expected in SETTLING_TABLE:
+        plan = plan_vips(
+            base_input(
+                settling=True,
+                last_holder={"10.0.0.1": last} if last else {},
+                desired_now={"10.0.0.1"} if desired_now else set(),
+            )
+        )
+        if expected == "leave it to n2":
+            assert "10.0.0.1" not in plan.compete, (last, desired_now, plan)
+            assert "10.0.0.1" not in plan.keep
+        elif expected == "normal spreading delay":
+            assert "10.0.0.1" in plan.compete
+        else:
+            assert plan.compete.get("10.0.0.1") == 0.0, (last, desired_now, plan)
+            assert ("10.0.0.1" in plan.keep) == desired_now
+    # once settled, another node's last VIP is contended as usual
+    plan = plan_vips(base_input(settling=False, last_holder={"10.0.0.1": "n2"}))
+    assert "10.0.0.1" in plan.compete
+
+
+def test_no_rebalancing_while_settling_or_while_presence_moves():
+    configs = {f"10.0.0.{i}": vip(f"10.0.0.{i}") for i in range(1, 5)}
+    local = {ip: (ELIGIBLE, container()) for ip in configs}
+    locks = {ip: Holder("n1", 7) for ip in configs}  # all four here, one other live node
+    common = dict(configs=configs, local=local, locks=locks, desired_now=set(configs))
+    assert plan_vips(base_input(**common)).giveaway  # settled: one is given away
+    assert not plan_vips(base_input(settling=True, **common)).giveaway
+    assert not plan_vips(base_input(rebalance=False, **common)).giveaway

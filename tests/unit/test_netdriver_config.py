@@ -3,20 +3,15 @@
 import pytest
 
 from networkd.config import ConfigError, parse_args
-from networkd.supervisor import Supervisor
+from networkd.users import Account, UserError, resolve_accounts
 from networkd.workers import ETCD_FIELDS, all_specs
 
 
 def test_libnetwork_adds_three_workers_with_least_rights() -> None:
-    assert [s.name for s in all_specs(1)] == [
-        "watcher",
-        "resolvconf",
-        "elector",
-        "applier",
-        "dns.0",
-        "api",
-    ]
+    plain = [s.name for s in all_specs(1)]
+    assert not {"netplugin", "netstore", "netlinks"} & set(plain)
     specs = {s.name: s for s in all_specs(1, libnetwork=True)}
+    assert list(specs)[len(plain) :] == ["netlinks", "netstore", "netplugin"]
     assert specs["netplugin"].user == "plugin" and specs["netlinks"].user == "root"
     assert specs["netstore"].user == "user"
     # Only the netstore gets etcd credentials; the plugin worker gets neither them nor root.
@@ -35,7 +30,17 @@ def test_flags() -> None:
         20.0,
         "networkd-plugin",
     )
-    assert Supervisor(config).user_for(all_specs(1, libnetwork=True)[-1]) == "networkd-plugin"
+
+
+def test_the_plugin_account_is_one_of_its_own() -> None:
+    table = {"networkd": (990, 990), "networkd-dns": (991, 991), "networkd-plugin": (993, 993)}
+    names = {"user": "networkd", "dns": "networkd-dns", "plugin": "networkd-plugin"}
+    accounts = resolve_accounts(names, "", table.__getitem__)
+    assert accounts["plugin"] == Account("networkd-plugin", 993, 993)
+    for shared in ((990, 993), (993, 991)):  # the workers' uid, or the DNS group
+        table["networkd-plugin"] = shared
+        with pytest.raises(UserError, match=r"-netplugin\.user 'networkd-plugin'"):
+            resolve_accounts(names, "", table.__getitem__)
 
 
 @pytest.mark.parametrize(

@@ -372,6 +372,8 @@ def test_whitelist_ips() -> None:
     assert "value[0]: not an address range" in reason
     assert "value[1]: not an IP, CIDR or range" in reason
     assert "value[2]" in reason
+    reason = error(keys.WHITELIST_IPS, ["fe80::%eth0/64", "fe80::1%eth0"])  # zones
+    assert "value[0]: not an IP, CIDR or range" in reason and "value[1]" in reason
 
 
 def test_whitelist_ex_ports() -> None:

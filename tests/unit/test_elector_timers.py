@@ -1,0 +1,71 @@
+"""When the elector's controller wakes without any change: only for what time alone changes.
+
+Every change (bus inputs, the mirror, the lease) wakes it by itself. A step costs
+O(VIPs + nodes); a step every second on every node was most of an idle node's elector
+CPU at 1,000 nodes (docs/SCALE.md), so an idle controller sleeps IDLE_STEP_S unless a
+deadline comes first.
+"""
+
+from networkd.config import Config
+from networkd.election.core import IDLE_STEP_S, RUNNING_RECHECK_S, ElectorCore, Inputs, StepContext
+from networkd.election.eligibility import DockerCheck
+
+NOW = 1000.0
+
+
+def core(running=None, docker_endpoint=""):
+    config = Config(docker_endpoint=docker_endpoint, vip_ttl=2.0)
+    c = ElectorCore(
+        config, "n1", "", "/nonexistent/lease", connect=lambda t: None, running=running,
+        clock=lambda: NOW,
+    )  # fmt: skip
+    c._presence_since = NOW - 100.0  # presence settled long ago
+    return c
+
+
+def wake(c: ElectorCore) -> float:
+    ctx = StepContext(now=NOW, inp=Inputs(), final=False, yielded=set(), lease_id=7, alive=True)
+    c._timers(ctx)
+    return ctx.wake
+
+
+def docker_check(answering: bool) -> DockerCheck:
+    check = DockerCheck("unix:///nonexistent/docker.sock")
+    check.answering = answering
+    return check
+
+
+# (what is pending, expected wake in seconds)
+CASES = [
+    ("nothing", IDLE_STEP_S),
+    ("settling for 2 more seconds", 2.0),
+    ("presence changed 1 s ago (rebalancing after settle_s)", 2.0),
+    ("a transaction retry in 0.5 s", 0.5),
+    ("a give-away back-off ending in 4 s", 4.0),
+    ("a settling period that already ended", IDLE_STEP_S),
+    ("a container-running check", RUNNING_RECHECK_S),
+    ("a Docker socket that answers", RUNNING_RECHECK_S),
+    ("a Docker socket that does not answer", IDLE_STEP_S),
+]
+
+
+def test_idle_controller_wakes_only_for_deadlines():
+    for what, expected in CASES:
+        c = core()
+        if what.startswith("settling"):
+            c._settle_until = NOW + 2.0
+        elif what.startswith("presence"):
+            c._presence_since = NOW - 1.0  # settle_s is 3 s at TTL 2
+        elif what.startswith("a transaction"):
+            c._retry_at["/lain/networkd/vips/10.0.0.1.lock"] = NOW + 0.5
+        elif what.startswith("a give-away"):
+            c._giveaway_blocked["10.0.0.1"] = NOW + 4.0
+        elif what.startswith("a settling period"):
+            c._settle_until = NOW - 1.0
+        elif what == "a container-running check":
+            c = core(running=lambda cid: True)
+        elif what == "a Docker socket that answers":
+            c = core(running=docker_check(True))
+        elif what == "a Docker socket that does not answer":
+            c = core(running=docker_check(False))
+        assert abs(wake(c) - expected) < 1e-9, what
