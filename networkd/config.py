@@ -53,6 +53,8 @@ class Config:
     godns_addr: str = "127.0.0.1:53"
     dns_replicas: int = 2
     dns_ttl: int = 600
+    dns_cache_size: int = 64  # MiB, per DNS process (the forwarder and each replica's copy)
+    dns_case_randomize: bool = False
     api_addr: str = "127.0.0.1:3000"
     api_token_file: str = ""
     # VIPs
@@ -149,6 +151,16 @@ FLAGS: Dict[str, Tuple[str, str, str]] = {
     "godns.addr": ("godns_addr", "str", "DNS listen address"),
     "dns.replicas": ("dns_replicas", "int", "number of DNS replica processes"),
     "dns.ttl": ("dns_ttl", "int", "TTL of answers for local names"),
+    "dns.cache-size": (
+        "dns_cache_size",
+        "int",
+        "MiB of forwarded answers cached (the forwarder and each replica hold one copy)",
+    ),
+    "dns.case-randomize": (
+        "dns_case_randomize",
+        "bool",
+        "0x20: random letter case in upstream queries, answers must echo it (only for upstreams that do)",
+    ),
     "api.addr": ("api_addr", "str", "HTTP API listen address"),
     "api.token-file": (
         "api_token_file",
@@ -307,6 +319,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"-vip.fencing: expected hold or strict, got {config.vip_fencing!r}")
     if config.dns_replicas < 1 or config.dns_replicas > 64:
         raise ConfigError(f"-dns.replicas: expected 1..64, got {config.dns_replicas}")
+    if not 1 <= config.dns_cache_size <= 65536:
+        raise ConfigError(f"-dns.cache-size: expected 1..65536 MiB, got {config.dns_cache_size}")
     if config.vip_ttl < 1:
         raise ConfigError(f"-vip.ttl: expected at least 1 second, got {config.vip_ttl}")
     if config.vip_notify and not config.vip_notify.startswith("/"):

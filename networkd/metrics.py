@@ -145,21 +145,50 @@ def families(mirror: MirrorLookup, sources: Iterable[str]) -> List[Family]:
     )
 
     _container_networks(mirror, family)
+    _dns_replica_families(family, mirror, list(sources))
+    _dns_forwarder_families(family, mirror)
+    return out
 
-    # DNS
+
+FamilyMaker = Callable[[str, str, str], Family]
+
+
+def _histogram(
+    fam: Family, buckets: Dict[str, int], total: float, count: int, **labels: str
+) -> None:
+    ordered = sorted(buckets.items(), key=lambda kv: _bucket_order(kv[0]))
+    for bound, value in ordered:
+        fam.add(value, "_bucket", le=bound, **labels)
+    if ordered and ordered[-1][0] != "+Inf":
+        fam.add(count, "_bucket", le="+Inf", **labels)
+    fam.add(total, "_sum", **labels)
+    fam.add(count, "_count", **labels)
+
+
+def _dns_replica_families(family: FamilyMaker, mirror: MirrorLookup, sources: List[str]) -> None:
     queries = family(
         "networkd_dns_queries_total", "counter", "DNS queries answered, by replica and rcode."
     )
     hits = family(
         "networkd_dns_cache_hits_total", "counter", "Forwarded names answered from the cache."
     )
-    forwarded = family("networkd_dns_forwarded_total", "counter", "Queries forwarded upstream.")
-    upstream = family(
-        "networkd_dns_upstream_failures_total", "counter", "Upstream timeouts and SERVFAILs."
+    forwarded = family(
+        "networkd_dns_forwarded_total", "counter", "Queries handed to the forwarder."
+    )
+    failed = family(
+        "networkd_dns_forwarder_failures_total",
+        "counter",
+        "Queries a replica answered SERVFAIL itself: no forwarder answered in time.",
     )
     latency = family(
-        "networkd_dns_forward_latency_seconds", "histogram", "Latency of forwarded queries."
+        "networkd_dns_forward_latency_seconds",
+        "histogram",
+        "Latency of forwarded queries (handed to the forwarder -> answered).",
     )
+    entries = family(
+        "networkd_dns_cache_entries", "gauge", "Entries in each copy of the node's DNS cache."
+    )
+    size = family("networkd_dns_cache_bytes", "gauge", "Bytes of each copy of the DNS cache.")
     for name in sorted(sources):
         if not name.startswith("dns."):
             continue
@@ -171,15 +200,43 @@ def families(mirror: MirrorLookup, sources: Iterable[str]) -> List[Family]:
             queries.add(count, replica=replica, rcode=rcode)
         hits.add(stats.cache_hits, replica=replica)
         forwarded.add(stats.forwarded, replica=replica)
-        upstream.add(stats.upstream_failures, replica=replica)
-        buckets = sorted(stats.forward_latency_buckets.items(), key=lambda kv: _bucket_order(kv[0]))
-        for bound, count in buckets:
-            latency.add(count, "_bucket", replica=replica, le=bound)
-        if buckets and buckets[-1][0] != "+Inf":
-            latency.add(stats.forward_latency_count, "_bucket", replica=replica, le="+Inf")
-        latency.add(stats.forward_latency_sum, "_sum", replica=replica)
-        latency.add(stats.forward_latency_count, "_count", replica=replica)
-    return out
+        failed.add(stats.upstream_failures, replica=replica)
+        _histogram(
+            latency,
+            stats.forward_latency_buckets,
+            stats.forward_latency_sum,
+            stats.forward_latency_count,
+            replica=replica,
+        )
+        entries.add(stats.cache_entries, process=name)
+        size.add(stats.cache_bytes, process=name)
+    forwarder = _items(mirror, "dns-forwarder", "state.dns_forwarder").get("stats")
+    if forwarder is not None:
+        entries.add(forwarder.cache_entries, process="dns-forwarder")
+        size.add(forwarder.cache_bytes, process="dns-forwarder")
+
+
+def _dns_forwarder_families(family: FamilyMaker, mirror: MirrorLookup) -> None:
+    stats = _items(mirror, "dns-forwarder", "state.dns_forwarder").get("stats")
+    counters = (
+        ("upstream_queries", "Queries sent to upstream servers (UDP and TCP)."),
+        ("upstream_tcp", "Queries sent to upstream servers over TCP."),
+        ("upstream_failures", "Upstream timeouts, SERVFAILs and unusable answers."),
+        ("rejected_replies", "Upstream replies ignored: wrong ID, question or source."),
+        ("merged", "Queries that joined an identical query already in flight."),
+        ("servfails", "Questions answered SERVFAIL after every upstream failed."),
+    )
+    for field, help_text in counters:
+        fam = family(f"networkd_dns_{field}_total", "counter", help_text)
+        if stats is not None:
+            fam.add(getattr(stats, field))
+    in_flight = family("networkd_dns_upstream_in_flight", "gauge", "Questions waiting upstream.")
+    latency = family(
+        "networkd_dns_upstream_latency_seconds", "histogram", "First upstream query -> answer."
+    )
+    if stats is not None:
+        in_flight.add(stats.in_flight)
+        _histogram(latency, stats.latency_buckets, stats.latency_sum, stats.latency_count)
 
 
 def _container_networks(mirror: MirrorLookup, family: Callable[[str, str, str], Family]) -> None:

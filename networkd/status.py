@@ -55,6 +55,7 @@ def assemble(mirror: MirrorLookup, sources: List[str]) -> Dict[str, Any]:
         stats = (mirror(name, "state.dns") or {}).get("stats")
         if stats is not None:
             dns.append(to_plain(stats))
+    forwarder = (mirror("dns-forwarder", "state.dns_forwarder") or {}).get("stats")
     lease = (mirror("elector", "state.lease") or {}).get("lease")
     applier = (mirror("applier", "state.applier") or {}).get("counters")
     return {
@@ -67,6 +68,7 @@ def assemble(mirror: MirrorLookup, sources: List[str]) -> Dict[str, Any]:
         "lease": to_plain(lease) if lease is not None else None,
         "config_errors": [errors[k] for k in sorted(errors)],
         "dns": sorted(dns, key=lambda d: d["replica"]),
+        "dns_forwarder": to_plain(forwarder) if forwarder is not None else None,
         "applier": to_plain(applier) if applier is not None else None,
     }
 
@@ -96,8 +98,16 @@ def render_text(doc: Dict[str, Any]) -> str:
         for d in doc["dns"]:
             lines.append(
                 f"dns [{d['replica']}] pid={d['pid']} queries={d['queries']} cache_hits={d['cache_hits']} "
-                f"forwarded={d['forwarded']} upstream_failures={d['upstream_failures']}"
+                f"forwarded={d['forwarded']} cache={d['cache_entries']}"
             )
+    fwd = doc.get("dns_forwarder")
+    if fwd:
+        lines.append(
+            f"dns forwarder pid={fwd['pid']} upstream_queries={fwd['upstream_queries']} "
+            f"merged={fwd['merged']} upstream_failures={fwd['upstream_failures']} "
+            f"rejected_replies={fwd['rejected_replies']} cache={fwd['cache_entries']} "
+            f"({fwd['cache_bytes'] >> 20} MiB)"
+        )
     if doc["config_errors"]:
         lines.append("")
         lines.append("config errors:")

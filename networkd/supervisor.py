@@ -70,6 +70,14 @@ RESTART_ONLY_FIELDS = (
     "docker_plugin_socket",
     "netplugin_user",
 )
+# Workers that get the DNS listening sockets (replicas read them, the forwarder sends on UDP).
+DNS_SOCKET_MODULES = ("dns", "dns_forwarder")
+
+
+def replica_index(name: str) -> int:
+    """``dns.3`` -> 3; 0 for a worker that is not a numbered replica."""
+    suffix = name.rpartition(".")[2]
+    return int(suffix) if "." in name and suffix.isdigit() else 0
 
 
 class StartupError(RuntimeError):
@@ -142,7 +150,7 @@ class Supervisor:
         self.stop_groups: List[List[str]] = []
         self.group_deadline = 0.0
         self.stop_deadline = 0.0
-        self.dns_sockets: List[Tuple[socket.socket, socket.socket]] = []
+        self.dns_sockets: Optional[Tuple[socket.socket, socket.socket]] = None
         self.plugin_socket: Optional[socket.socket] = None
         self.lock = PidLock(config.lock_filename)
         self.publisher: Any = None
@@ -187,7 +195,7 @@ class Supervisor:
         self.start_fork_server()
         self.node = nodeinfo.resolve(self.config)
         self.prepare_run_dir(specs)
-        if any(s.module == "dns" for s in specs):
+        if any(s.module in DNS_SOCKET_MODULES for s in specs):
             self.open_dns_sockets()
         if any(s.module == "netplugin" for s in specs):
             self.open_plugin_socket()
@@ -267,16 +275,25 @@ class Supervisor:
         return tuple(self.accounts[k].gid for k in kinds if k in self.accounts)
 
     def open_dns_sockets(self) -> None:
-        from networkd.dns.sockets import create_listeners
+        """One UDP and one TCP socket that every DNS replica shares (networkd/dns/sockets.py)."""
+        from networkd.dns.sockets import create_listener
 
         host, port = self.config.dns_host_port
         try:
-            self.dns_sockets = create_listeners(host, port, self.config.dns_replicas)
+            self.dns_sockets = create_listener(host, port)
         except OSError as exc:
             raise StartupError(
                 f"-godns.addr: cannot listen on {host}:{port}: {exc.strerror}"
             ) from None
-        log.info("dns sockets bound addr=%s:%d replicas=%d", host, port, len(self.dns_sockets))
+        log.info("dns sockets bound addr=%s:%d replicas=%d", host, port, self.config.dns_replicas)
+
+    def dns_fds(self, spec: WorkerSpec) -> Dict[str, socket.socket]:
+        """The listening sockets a worker gets: both for a replica, the UDP one (to send
+        answers on) for the forwarder, none for the others."""
+        if self.dns_sockets is None or spec.module not in DNS_SOCKET_MODULES:
+            return {}
+        udp, tcp = self.dns_sockets
+        return {"udp": udp, "tcp": tcp} if spec.module == "dns" else {"udp": udp}
 
     def open_plugin_socket(self) -> None:
         from networkd.netdriver.plugin_socket import open_plugin_socket
@@ -310,14 +327,11 @@ class Supervisor:
             config=worker_config(self.config, wp.spec),
             node=self.node,
             user=self.user_for(wp.spec),
-            replica=int(wp.name.split(".")[1]) if "." in wp.name else 0,
+            replica=replica_index(wp.name),
             account=self.account_of(wp.spec),
             bus_groups=self.bus_groups(wp.spec.subscribers),
         )
-        fds: Dict[str, socket.socket] = {}
-        if wp.spec.module == "dns" and launch.replica < len(self.dns_sockets):
-            udp, tcp = self.dns_sockets[launch.replica]
-            fds = {"udp": udp, "tcp": tcp}
+        fds = self.dns_fds(wp.spec)
         if wp.spec.module == "netplugin" and self.plugin_socket is not None:
             fds = {"plugin": self.plugin_socket}
         process = self.mp.Process(
@@ -625,9 +639,9 @@ class Supervisor:
                 wp.process.join(2)
         if self.control is not None:
             self.control.close()
-        for udp, tcp in self.dns_sockets:
-            udp.close()
-            tcp.close()
+        if self.dns_sockets is not None:
+            for sock in self.dns_sockets:
+                sock.close()
         if self.plugin_socket is not None:
             from networkd.netdriver.plugin_socket import close_plugin_socket
 

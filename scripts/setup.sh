@@ -8,6 +8,7 @@ cd "$here"
 
 system_setup() {
     apt_packages=(etcd-server etcd-client iptables iproute2 dnsutils dnsmasq-base dnsperf
+                  bind9 bind9-utils
                   docker.io busybox-static rpm tcpdump procps psmisc python3-venv keepalived
                   openssl systemd groff-base util-linux passwd iperf3)
 
@@ -20,6 +21,12 @@ system_setup() {
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+
+    # bind9 is the DNS tests' authoritative upstream, started by the tests on loopback ports:
+    # the distribution's own named service must not hold port 53.
+    if command -v systemctl >/dev/null && systemctl is-enabled named >/dev/null 2>&1; then
+        systemctl disable --now named >/dev/null 2>&1 || true
     fi
 
     # python-iptables speaks to the legacy backend, like CentOS 7: make the CLI and Docker agree.

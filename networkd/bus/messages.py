@@ -500,13 +500,17 @@ class HostsEntry:
 
 
 # ---------------------------------------------------------------------------------------
-# dns.N -> api
+# dns.N, dns-forwarder -> api
 
 
 @register
 @dataclass
 class DnsStats:
-    """Item ``stats`` of ``state.dns`` (sender: dns.N; readers: api, ctl)."""
+    """Item ``stats`` of ``state.dns`` (sender: dns.N; readers: api, ctl).
+
+    ``forwarded`` counts queries handed to the forwarder, ``upstream_failures`` those the
+    replica answered SERVFAIL itself because no forwarder answered in time; the latency
+    histogram is handed -> answered."""
 
     replica: int
     pid: int
@@ -519,6 +523,31 @@ class DnsStats:
     forward_latency_buckets: Dict[str, int] = field(default_factory=dict)
     forward_latency_sum: float = 0.0
     forward_latency_count: int = 0
+    cache_entries: int = 0  # this replica's copy of the node's cache
+    cache_bytes: int = 0
+    forwarder_connected: bool = False
+
+
+@register
+@dataclass
+class DnsForwarderStats:
+    """Item ``stats`` of ``state.dns_forwarder`` (sender: dns-forwarder; readers: api, ctl)."""
+
+    pid: int
+    requests: int = 0  # queries the replicas handed over
+    cache_hits: int = 0
+    merged: int = 0  # joined an identical query in flight
+    upstream_queries: int = 0
+    upstream_tcp: int = 0
+    upstream_failures: int = 0  # timeouts, SERVFAIL, unusable answers
+    rejected_replies: int = 0  # wrong ID, question or source: ignored
+    servfails: int = 0  # every upstream failed
+    in_flight: int = 0
+    cache_entries: int = 0
+    cache_bytes: int = 0
+    latency_buckets: Dict[str, int] = field(default_factory=dict)  # cumulative, seconds
+    latency_sum: float = 0.0
+    latency_count: int = 0
 
 
 @register
@@ -670,6 +699,7 @@ STATE_TOPICS: Dict[str, type] = {
     "state.upstreams": Upstreams,
     "state.hosts": HostsEntry,
     "state.dns": DnsStats,
+    "state.dns_forwarder": DnsForwarderStats,
     "state.net_networks": NetNetwork,
     "state.net_blocks": NetBlock,
     "state.net_addresses": NetAddress,

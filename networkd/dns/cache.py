@@ -1,35 +1,62 @@
-"""Cache of forwarded answers keyed by (name, type, class), TTLs counting down.
+"""The cache of forwarded answers: keyed by (name, type, class, DO, CD), TTLs counting down,
+bounded in bytes.
 
-An entry keeps the answer's records (after the question, without OPT) and where their
-TTL fields are; serving it patches each TTL to what is left. Negative answers (NXDOMAIN,
-or NOERROR without answers) live for min(SOA TTL, SOA minimum) as RFC 2308 says, and are
-not cached without an SOA. Upstream failures (our own SERVFAIL) live a short while only.
-Bounded: when full, the oldest entries go first.
+One cache for the node: the forwarder fills it and sends every entry to every replica,
+which keeps a copy for the hot path (docs/ARCHITECTURE.md, "One cache for the node").
+Entries carry monotonic timestamps; CLOCK_MONOTONIC is one clock for every process of
+the host, so TTLs count down the same in every copy.
+
+An entry keeps the answer's records (after the question, OPT removed) exactly as
+networkd/dns/fill.py packed them with dnslib, where each section ends, and where every
+TTL field is; serving it patches each TTL to what is left and drops whole sections that
+do not fit (networkd/dns/answers.py). Bounded by bytes: when full, the oldest entries go
+first (insertion order, the same in every copy).
 """
 
 import struct
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, Iterator, NamedTuple, Optional, Tuple
 
 from networkd.dns import wire
 
 MAX_TTL = 86400
 SERVFAIL_TTL = 1.0
+# What an entry costs beyond its key, body and TTL-field bytes: the entry tuple, the
+# objects' headers, its floats and the dict slot (tracemalloc on CPython 3.11 measures
+# about 450 for an entry decoded from the channel; tests/unit/test_dns_cache.py checks it).
+ENTRY_OVERHEAD = 512
+MAX_KEY = wire.MAX_NAME + 5
+# Where each TTL field is and what it said: (offset in body, ttl) packed, 6 bytes each
+# (a bytes object instead of a tuple of tuples: a tenth of the memory).
+TTL_FIELD = struct.Struct(">HI")
+
+_U32 = struct.Struct(">I")
 
 
 class CacheEntry(NamedTuple):
     rcode: int
-    flags: int
-    counts: Tuple[int, int, int]
-    body: bytes
-    ttl_offsets: Tuple[Tuple[int, int], ...]
-    stored_at: float
+    flags: int  # the upstream's header flags (AD is relayed to clients that ask for it)
+    counts: Tuple[int, int, int]  # answer, authority, additional (OPT excluded)
+    body: bytes  # the records after the question
+    ends: Tuple[int, int]  # offsets in body where the answer and the authority sections end
+    ttls: bytes  # TTL_FIELD records: (offset in body, ttl as received), ascending
+    stored_at: float  # time.monotonic()
     expires_at: float
 
 
+def entry_size(key: bytes, entry: CacheEntry) -> int:
+    """Bytes an entry is charged against the cache size."""
+    return len(key) + len(entry.body) + len(entry.ttls) + ENTRY_OVERHEAD
+
+
+def failure_entry(now: float, ttl: float = SERVFAIL_TTL) -> CacheEntry:
+    """Our own SERVFAIL after every upstream failed: remembered a second, not longer."""
+    return CacheEntry(wire.RCODE_SERVFAIL, 0, (0, 0, 0), b"", (0, 0), b"", now, now + ttl)
+
+
 class ForwardCache:
-    def __init__(self, max_entries: int = 20000, max_ttl: int = MAX_TTL) -> None:
-        self.max_entries = max_entries
-        self.max_ttl = max_ttl
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._entries: Dict[bytes, CacheEntry] = {}
 
     def __len__(self) -> int:
@@ -37,60 +64,63 @@ class ForwardCache:
 
     def clear(self) -> None:
         self._entries.clear()
+        self.bytes = 0
 
     def get(self, key: bytes, now: float) -> Optional[CacheEntry]:
         entry = self._entries.get(key)
         if entry is None:
             return None
         if entry.expires_at <= now:
-            del self._entries[key]
+            self._remove(key)
             return None
         return entry
 
-    def _put(self, key: bytes, entry: CacheEntry) -> None:
+    def items(self) -> Iterator[Tuple[bytes, CacheEntry]]:
+        """Every entry, oldest first (a snapshot for a replica that just connected)."""
+        return iter(list(self._entries.items()))
+
+    def put(self, key: bytes, entry: CacheEntry) -> bool:
+        """Store an entry unless it is already expired or larger than the whole cache."""
+        size = entry_size(key, entry)
+        if len(key) > MAX_KEY or size > self.max_bytes or entry.expires_at <= entry.stored_at:
+            return False
+        self._remove(key)
         entries = self._entries
-        entries.pop(key, None)
-        while len(entries) >= self.max_entries:
+        while entries and self.bytes + size > self.max_bytes:
             # dicts keep insertion order: the first key is the oldest
-            del entries[next(iter(entries))]
+            self._remove(next(iter(entries)))
         entries[key] = entry
+        self.bytes += size
+        return True
 
-    def store(self, key: bytes, scan: wire.Scan, now: float) -> Optional[CacheEntry]:
-        """Cache an upstream answer when its rcode and TTLs allow; returns the entry."""
-        if not scan.cacheable:
-            return None
-        if scan.rcode == wire.RCODE_NOERROR and scan.counts[0] > 0:
-            ttl = scan.min_ttl or 0
-        elif scan.rcode in (wire.RCODE_NOERROR, wire.RCODE_NXDOMAIN):
-            if scan.negative_ttl is None:
-                return None
-            ttl = scan.negative_ttl
-        else:
-            return None
-        ttl = min(ttl, self.max_ttl)
-        if ttl <= 0:
-            return None
-        entry = CacheEntry(
-            scan.rcode, scan.flags, scan.counts, scan.body, scan.ttl_offsets, now, now + ttl
-        )
-        self._put(key, entry)
-        return entry
+    def merge(self, key: bytes, entry: CacheEntry, now: float) -> bool:
+        """Keep ``entry`` unless a newer one is cached (a replica restoring a new forwarder)."""
+        current = self.get(key, now)
+        if current is not None and current.stored_at >= entry.stored_at:
+            return False
+        return entry.expires_at > now and self.put(key, entry)
 
-    def store_failure(self, key: bytes, now: float, ttl: float = SERVFAIL_TTL) -> None:
-        self._put(key, CacheEntry(wire.RCODE_SERVFAIL, 0, (0, 0, 0), b"", (), now, now + ttl))
+    def _remove(self, key: bytes) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry_size(key, entry)
 
 
-def patched_body(entry: CacheEntry, now: float) -> bytes:
-    """The entry's records with every TTL reduced by the time spent in the cache."""
-    if not entry.ttl_offsets:
-        return entry.body
+def patched_body(entry: CacheEntry, now: float, end: Optional[int] = None) -> bytes:
+    """The entry's records up to ``end`` with every TTL reduced by the time spent cached."""
+    body = entry.body if end is None else entry.body[:end]
+    if not entry.ttls or not body:
+        return body
     elapsed = int(now - entry.stored_at)
     left = max(0, int(entry.expires_at - now))
-    body = bytearray(entry.body)
-    pack_into = struct.Struct(">I").pack_into
-    for offset, ttl in entry.ttl_offsets:
+    out = bytearray(body)
+    limit = len(out)
+    pack_into = _U32.pack_into
+    for offset, ttl in TTL_FIELD.iter_unpack(entry.ttls):
+        if offset >= limit:
+            break  # offsets are ascending: the rest lie in dropped sections
         value = ttl - elapsed
         if value > left:
             value = left
-        pack_into(body, offset, value if value > 0 else 0)
-    return bytes(body)
+        pack_into(out, offset, value if value > 0 else 0)
+    return bytes(out)

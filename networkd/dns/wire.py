@@ -1,10 +1,13 @@
-"""DNS wire format: a minimal, strict parser for queries and upstream responses.
+"""DNS wire format of client queries: a minimal, strict, hand-written parser.
+
+Hand-written because it runs for every query that misses the memo (bench/dns.py prints
+it against dnslib: several times faster); everything else that reads or builds messages
+outside the hot path uses dnslib (networkd/dns/fill.py, answers.py).
 
 Nothing here trusts the bytes. ``parse_query`` returns a ``Query`` or raises
-``FormatError`` (answer FORMERR) or ``Ignore`` (stay silent); ``scan_response`` walks an
-upstream answer to find its TTL fields. Names are kept in wire form; their lower-cased
-wire form (``bytes.lower()`` only touches ASCII letters, never label lengths, which are at
-most 63) is the key of every table.
+``FormatError`` (answer FORMERR) or ``Ignore`` (stay silent). Names are kept in wire form;
+their lower-cased wire form (``bytes.lower()`` only touches ASCII letters, never label
+lengths, which are at most 63) is the key of every table.
 """
 
 import socket
@@ -22,7 +25,10 @@ TYPE_CNAME = 5
 TYPE_SOA = 6
 TYPE_AAAA = 28
 TYPE_OPT = 41
+TYPE_IXFR = 251
+TYPE_AXFR = 252
 TYPE_ANY = 255
+ZONE_TRANSFERS = (TYPE_IXFR, TYPE_AXFR)
 CLASS_IN = 1
 
 RCODE_NOERROR = 0
@@ -31,6 +37,7 @@ RCODE_SERVFAIL = 2
 RCODE_NXDOMAIN = 3
 RCODE_NOTIMP = 4
 RCODE_REFUSED = 5
+RCODE_BADVERS = 16  # extended: 1 in the OPT record's upper rcode bits, 0 in the header
 RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
 
 FLAG_QR = 0x8000
@@ -84,6 +91,15 @@ class Query(NamedTuple):
             return CLASSIC_UDP_SIZE
         return min(max(self.edns.udp_size, CLASSIC_UDP_SIZE), MAX_UDP_SIZE)
 
+    @property
+    def dnssec_ok(self) -> bool:
+        return self.edns is not None and bool(self.edns.flags & EDNS_DO)
+
+    def cache_key(self) -> bytes:
+        """(name, type, class) lower-cased, plus DO and CD: answers differ by both."""
+        bits = (2 if self.dnssec_ok else 0) | (1 if self.flags & FLAG_CD else 0)
+        return self.lname + self.question[-4:] + bytes((bits,))
+
 
 def read_name(data: bytes, offset: int) -> int:
     """End offset of an uncompressed name at ``offset``; FormatError when invalid."""
@@ -136,17 +152,17 @@ def parse_query(data: bytes) -> Query:
         raise Ignore("a response, not a query")
     if qdcount != 1:
         raise FormatError(f"qdcount={qdcount}")
-    if ancount or nscount:
-        raise FormatError("answer or authority records in a query")
     qend = read_name(data, 12)
     if qend + 4 > len(data):
         raise FormatError("question runs past the end")
     qtype, qclass = struct.unpack_from(">HH", data, qend)
+    if ancount or (nscount and not (qtype == TYPE_IXFR and nscount == 1)):
+        raise FormatError("answer or authority records in a query")  # IXFR carries an SOA
     qname = data[12:qend]
     question = data[12 : qend + 4]
     pos = qend + 4
     edns: Optional[Edns] = None
-    for _ in range(arcount):
+    for index in range(nscount + arcount):
         start = pos
         pos = skip_name(data, pos)
         if pos + 10 > len(data):
@@ -155,7 +171,7 @@ def parse_query(data: bytes) -> Query:
         pos += 10 + rdlen
         if pos > len(data):
             raise FormatError("additional record data runs past the end")
-        if rtype == TYPE_OPT:
+        if rtype == TYPE_OPT and index >= nscount:
             if edns is not None:
                 raise FormatError("two OPT records")
             if data[start] != 0:
@@ -179,25 +195,6 @@ def response_flags(query_flags: int, rcode: int, aa: bool = False, ra: bool = Tr
     if ra:
         flags |= FLAG_RA
     return flags
-
-
-def error_response(data: bytes, rcode: int) -> Optional[bytes]:
-    """A header-only error answer echoing the ID (and the question when it parses)."""
-    if len(data) < 12:
-        return None
-    qid, flags = struct.unpack_from(">HH", data)
-    if flags & FLAG_QR:
-        return None
-    question = b""
-    try:
-        qdcount = U16.unpack_from(data, 4)[0]
-        if qdcount == 1:
-            qend = read_name(data, 12)
-            if qend + 4 <= len(data):
-                question = data[12 : qend + 4]
-    except FormatError:
-        question = b""
-    return HEADER.pack(qid, response_flags(flags, rcode), 1 if question else 0, 0, 0, 0) + question
 
 
 def encode_name(name: str) -> bytes:
@@ -229,6 +226,17 @@ def decode_name(wire: bytes) -> str:
     return ".".join(labels) + "."
 
 
+def decode_labels(wire_name: bytes) -> List[bytes]:
+    """Wire form (uncompressed, already validated) -> its labels, case kept."""
+    labels = []
+    pos = 0
+    while pos < len(wire_name) and wire_name[pos]:
+        length = wire_name[pos]
+        labels.append(wire_name[pos + 1 : pos + 1 + length])
+        pos += 1 + length
+    return labels
+
+
 def label_offsets(lname: bytes) -> List[int]:
     """Offsets of each suffix of a wire name, longest first (the name itself at 0)."""
     offsets = []
@@ -255,78 +263,3 @@ def parse_ip(text: str) -> Tuple[int, bytes]:
     if packed[:12] == b"\x00" * 10 + b"\xff\xff":
         return 4, packed[12:]
     return 6, packed
-
-
-class Scan(NamedTuple):
-    """What ``scan_response`` found in an upstream answer."""
-
-    rcode: int
-    flags: int
-    counts: Tuple[int, int, int]  # answer, authority, additional (OPT excluded)
-    body: bytes  # the records after the question, OPT removed
-    ttl_offsets: Tuple[Tuple[int, int], ...]  # (offset in body, ttl)
-    min_ttl: Optional[int]  # lowest TTL of the answer records (None when no answers)
-    negative_ttl: Optional[int]  # min(SOA ttl, SOA minimum) of the authority SOA
-    cacheable: bool
-
-
-def scan_response(data: bytes, question_len: int) -> Scan:
-    """Walk an upstream response whose question section is ``question_len`` bytes.
-
-    Raises FormatError on anything malformed."""
-    if len(data) < 12:
-        raise FormatError("short response")
-    _qid, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
-    if qdcount != 1:
-        raise FormatError("response without exactly one question")
-    start = 12 + question_len
-    pos = start
-    offsets: List[Tuple[int, int]] = []
-    min_ttl: Optional[int] = None
-    negative_ttl: Optional[int] = None
-    opt_at: Optional[Tuple[int, int]] = None
-    total = ancount + nscount + arcount
-    for index in range(total):
-        rr_start = pos
-        pos = skip_name(data, pos)
-        if pos + 10 > len(data):
-            raise FormatError("record runs past the end")
-        rtype, _rclass, ttl, rdlen = RR_FIXED.unpack_from(data, pos)
-        ttl_at = pos + 4
-        pos += 10 + rdlen
-        if pos > len(data):
-            raise FormatError("record data runs past the end")
-        if rtype == TYPE_OPT:
-            if index < ancount + nscount or opt_at is not None:
-                raise FormatError("misplaced OPT record")
-            opt_at = (rr_start, pos)
-            continue
-        if ttl & 0x80000000:
-            ttl = 0
-        offsets.append((ttl_at, ttl))
-        if index < ancount:
-            min_ttl = ttl if min_ttl is None else min(min_ttl, ttl)
-        elif index < ancount + nscount and rtype == TYPE_SOA and rdlen >= 22:
-            soa_minimum = U32.unpack_from(data, pos - 4)[0]
-            negative_ttl = min(ttl, soa_minimum)
-    if pos != len(data):
-        raise FormatError("trailing bytes after the records")
-    cacheable = not flags & FLAG_TC
-    if opt_at is not None:
-        if opt_at[1] != len(data):
-            cacheable = False  # records after OPT could point into it: keep it simple
-        body = data[start : opt_at[0]]
-        arcount -= 1
-    else:
-        body = data[start:]
-    ttl_offsets = tuple((off - start, ttl) for off, ttl in offsets)
-    return Scan(
-        flags & 0xF,
-        flags,
-        (ancount, nscount, arcount),
-        body,
-        ttl_offsets,
-        min_ttl,
-        negative_ttl,
-        cacheable,
-    )

@@ -209,6 +209,18 @@ class NatResult:
         return bool(self.added or self.removed or self.jumps_fixed or self.chains_created)
 
 
+LOG_EACH_MAX = 16  # a bigger batch (a cold start with hundreds of VIPs) is logged as a count
+
+
+def log_changes(what: str, chain: str, rules: Sequence[NatRule]) -> None:
+    if len(rules) > LOG_EACH_MAX:
+        log.info("nat rules %s chain=%s count=%d first=%s", what, chain, len(rules),
+                 rules[0].describe())  # fmt: skip
+        return
+    for rule in rules:
+        log.info("nat rule %s rule=%s", what, rule.describe())
+
+
 class NatRules:
     """Our nat chains through python-iptables (IPv4 table; IPv6 when a v6 VIP needs it).
 
@@ -372,10 +384,8 @@ class NatRules:
                     result.added += 1
                 if not plan.empty:
                     changed = True
-                    for rule in plan.delete:
-                        log.info("nat rule removed rule=%s", rule.describe())
-                    for rule in plan.add:
-                        log.info("nat rule added rule=%s", rule.describe())
+                    log_changes("removed", chain, plan.delete)
+                    log_changes("added", chain, plan.add)
                 kept: List[Optional[NatRule]] = list(sorted(set(want)))
                 after[chain] = kept if not plan.empty else [r for r in actual if r is not None]
             if changed:

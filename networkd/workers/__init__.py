@@ -88,7 +88,22 @@ CHECKER = WorkerSpec(
 # The supervisor's own endpoint (state.workers, worker.* events): read by the api.
 SUPERVISOR_SUBSCRIBERS = ("user",)
 API = WorkerSpec("api", "api", "user", 2, ("api_addr", "api_token_file", "dns_replicas"))
-DNS_FIELDS = ("godns_addr", "dns_replicas", "dns_ttl", "domain", "dns_user") + NODE_FIELDS
+DNS_FIELDS = (
+    "godns_addr",
+    "dns_replicas",
+    "dns_ttl",
+    "domain",
+    "dns_user",
+    "dns_cache_size",
+) + NODE_FIELDS
+# The forwarder parses upstream bytes: the replicas' user, no etcd, no root.
+DNS_FORWARDER = WorkerSpec(
+    "dns-forwarder",
+    "dns_forwarder",
+    "dns",
+    3,
+    ("godns_addr", "dns_user", "dns_cache_size", "dns_case_randomize"),
+)
 
 
 def dns_spec(replica: int) -> WorkerSpec:
@@ -127,17 +142,22 @@ def worker_config(config: Config, spec: WorkerSpec) -> Config:
     return dataclasses.replace(Config(), **{name: getattr(config, name) for name in keep})
 
 
+def worker_group(spec: WorkerSpec) -> str:
+    """The name -workers uses for a spec: ``dns`` covers the replicas and the forwarder."""
+    return "dns" if spec.module in ("dns", "dns_forwarder") else spec.name
+
+
 def all_specs(
     dns_replicas: int, only: Tuple[str, ...] = (), libnetwork: bool = False
 ) -> List[WorkerSpec]:
-    """Workers in start order; ``only`` (the -workers flag) keeps the named ones ("dns" = all replicas)."""
+    """Workers in start order; ``only`` (the -workers flag) keeps the named ones ("dns" = the replicas and the forwarder)."""
     specs = (
-        [WATCHER, RESOLVCONF, ELECTOR, APPLIER, CHECKER]
+        [WATCHER, RESOLVCONF, ELECTOR, APPLIER, CHECKER, DNS_FORWARDER]
         + [dns_spec(i) for i in range(dns_replicas)]
         + [API]
     )
     if libnetwork:
         specs += LIBNETWORK_SPECS
     if only:
-        specs = [s for s in specs if s.name in only or s.name.split(".")[0] in only]
+        specs = [s for s in specs if s.name in only or worker_group(s) in only]
     return specs

@@ -29,7 +29,7 @@ Rules of thumb:
 import json
 import os
 import time
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Set, Tuple
 
 from networkd.bus.messages import (
     AppliedRevision,
@@ -47,7 +47,7 @@ from networkd.net.carrier import CarrierWatch
 from networkd.net.claims import Claim, ClaimListener
 from networkd.net.garp import Announcer, GarpSchedule
 from networkd.net.nat_rules import NatRule, NatRules
-from networkd.net.rules_thread import RulesThread
+from networkd.net.rules_thread import RulesState, RulesThread
 from networkd.net.vip_plan import (
     HostWant,
     applied_items,
@@ -127,6 +127,7 @@ class Applier:
         self.counters = ApplierCounters()
         self.yielded: Set[str] = set()
         self.lingering: Dict[str, Tuple[DesiredVip, float]] = {}  # key -> (entry, until)
+        self.wishes: List[Tuple[int, FrozenSet[NatRule]]] = []  # not yet applied, in order
         self.last_desired: Dict[str, DesiredVip] = {}
         self.bound: Set[str] = set()  # bind-VIPs present on the interface after the last pass
         self.mac = ""
@@ -268,12 +269,11 @@ class Applier:
         self.last_signature = signature
 
         actual = self._remove_addresses(want)  # 1. never behind iptables
-        seq = self.rules.want(want.rules, self._acl_items(), verify)  # 2. on the rules thread
+        self._wish(self.rules.want(want.rules, self._acl_items(), verify), want.rules)  # 2.
         state = self.rules.state()
         nat_actual = state.nat_actual
-        # 3. addresses follow their rules: only rules known to be in for this very wish count
-        in_place = nat_actual if state.applied_seq == seq else None
-        present = self._add_addresses(want, actual, in_place)
+        # 3. addresses follow their rules
+        present = self._add_addresses(want, actual, self._rules_staying(state))
         changed = self._pass_changes
         self._track_bound(present & want.addresses)
         if periodic and changed:
@@ -283,6 +283,23 @@ class Applier:
         if actual is not None and revision[1]:
             self._confirm(revision)
         self.counters_topic.set("counters", ApplierCounters(**vars(self.counters)))
+
+    def _wish(self, seq: int, rules: List[NatRule]) -> None:
+        """Remember each wish handed to the rules thread until it has applied it."""
+        if not self.wishes or self.wishes[-1][0] != seq:
+            self.wishes.append((seq, frozenset(rules)))
+
+    def _rules_staying(self, state: RulesState) -> Optional[Set[NatRule]]:
+        """The rules in the kernel that no pass still to come can remove: in place after the
+        thread's last pass, and in every wish it has not applied yet (the pass in flight
+        works from one of them). An address is bound once all its rules are among these."""
+        if state.nat_actual is None:
+            return None
+        self.wishes = [(seq, rules) for seq, rules in self.wishes if seq > state.applied_seq]
+        staying = set(state.nat_actual)
+        for _seq, rules in self.wishes:
+            staying &= rules
+        return staying
 
     def _linger(self, desired: Dict[str, DesiredVip], now: float) -> Dict[str, DesiredVip]:
         """Floating VIPs released in the last LINGER_S seconds (their rules stay that long)."""
@@ -318,7 +335,7 @@ class Applier:
         return actual - set(removed)
 
     def _add_addresses(
-        self, want: HostWant, actual: Optional[Set[str]], nat_actual: Optional[List[NatRule]]
+        self, want: HostWant, actual: Optional[Set[str]], nat_actual: Optional[Set[NatRule]]
     ) -> Set[str]:
         """Bind the wanted addresses whose rules are in place; returns what is bound now."""
         if actual is None:

@@ -165,6 +165,8 @@ def group_name(gid: int) -> str:
 def process_title(name: str) -> str:
     if name.startswith("dns."):
         return f"networkd: dns [{name.split('.', 1)[1]}]"
+    if name == "dns-forwarder":
+        return "networkd: dns forwarder"
     return f"networkd: {name}"
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from networkd.bus.messages import PortSpec, VipConfig
 from networkd.dns import wire
+from networkd.dns.tcp import TcpLimits
 from tests.support.dnsharness import DnsHarness
 from tests.support.dnsmasq import Dnsmasq, FakeUpstream
 from tests.support.ports import free_port
@@ -227,7 +228,7 @@ def test_random_and_truncated_packets_udp_and_tcp(zone: DnsHarness) -> None:
 
 
 def test_tcp_idle_timeout() -> None:
-    h = DnsHarness(tcp_idle=0.3)
+    h = DnsHarness(tcp_limits=TcpLimits(idle=0.3))
     try:
         with socket.create_connection(("127.0.0.1", h.port), timeout=3) as c:
             start = time.monotonic()
@@ -254,7 +255,7 @@ def test_servfail_then_second_upstream(harness: DnsHarness, upstream: Dnsmasq) -
         harness.set_forwarding([bad.address, upstream.address])
         assert ips(harness.query("up.example")) == ["10.20.0.1"]
         assert bad.questions()  # the first server was asked first
-        assert harness.server.stats.upstream_failures >= 1
+        assert harness.forwarder.stats.upstream_failures >= 1
     finally:
         bad.close()
 
@@ -302,7 +303,9 @@ def test_edns_reaches_upstream_with_one_opt(harness: DnsHarness) -> None:
         assert parsed.edns.raw.endswith(b"abcdefgh")
         assert struct.unpack(">H", raw[10:12])[0] == 1
         plain = harness.query("p.example")
-        assert plain.edns == -1 and wire.parse_query(fake.received[-1]).edns is None
+        assert plain.edns == -1  # the client asked without EDNS: no OPT in its answer
+        upstream_opt = wire.parse_query(fake.received[-1]).edns  # ours, so answers come whole
+        assert upstream_opt is not None and upstream_opt.udp_size == wire.OUR_UDP_SIZE
     finally:
         fake.close()
 
@@ -358,7 +361,7 @@ def test_truncated_upstream_answer_fetched_over_tcp(harness: DnsHarness, upstrea
 
 def test_no_forward_to_ourselves(harness: DnsHarness) -> None:
     harness.set_forwarding([f"127.0.0.1#{harness.port}"])
-    assert harness.server.forwarding.upstreams == []
+    assert harness.forwarder.forwarding.upstreams == []
     assert harness.query("loop.example").rcode() == dns.rcode.SERVFAIL
 
 
@@ -373,14 +376,14 @@ def test_two_replicas_share_the_port() -> None:
         h.close()
 
 
-def test_create_listeners_port_taken() -> None:
+def test_create_listener_port_taken() -> None:
     port = free_port()
     blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     blocker.bind(("127.0.0.1", port))
     try:
-        from networkd.dns.sockets import create_listeners
+        from networkd.dns.sockets import create_listener
 
         with pytest.raises(OSError):
-            create_listeners("127.0.0.1", port, 2)
+            create_listener("127.0.0.1", port)
     finally:
         blocker.close()

@@ -374,7 +374,9 @@ def test_packaged_version_runs(package: Package) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"networkd Version: {__version__}"
     # Straight from the virtualenv too, and every dependency imports there.
-    imports = "import etcd3, grpc, zmq, msgpack, pyroute2, iptc, setproctitle, google.protobuf"
+    imports = (
+        "import etcd3, grpc, zmq, msgpack, pyroute2, iptc, setproctitle, google.protobuf, dnslib"
+    )
     result = subprocess.run(
         package.in_namespace(f"{VENV}/bin/networkd -version && {VENV}/bin/python -c '{imports}'"),
         capture_output=True,
@@ -510,7 +512,7 @@ def test_sysconfig_and_flag_file_parse(package: Package) -> None:
     assert config.lock_filename == "/var/run/lain-networkd.pid"
     # Every example line, uncommented, is a valid setting of a real flag.
     text = conf.read_text()
-    examples = re.findall(r"^#(-[a-z][\w.]*(?:[ =].*)?)$", text, re.M)
+    examples = re.findall(r"^#(-[a-z][\w.-]*(?:[ =].*)?)$", text, re.M)
     names = {e.split()[0].split("=")[0][1:] for e in examples}
     assert names == set(FLAGS) - {"config"}, set(FLAGS) ^ names
     uncommented = tmp_file(text.replace("\n#-", "\n-"))
@@ -602,9 +604,9 @@ def man_page_options(text: str) -> Set[str]:
     lines = text.splitlines()
     for i, line in enumerate(lines[:-1]):
         if line.startswith(".TP"):
-            m = re.match(r"^\.BI? \\-([a-z][\w.]*)", lines[i + 1])
+            m = re.match(r"^\.BI? \\-([a-z](?:[\w.]|\\-)*)", lines[i + 1])
             if m:
-                found.add(m.group(1))
+                found.add(m.group(1).replace("\\-", "-"))
     return found
 
 

@@ -3,7 +3,9 @@
 One node of the lab runs every worker, owns a VIP and serves DNS under a steady query
 load. Each worker is killed in turn (some several times): it comes back RUNNING with a new
 pid, the tap sees its exit and start, nothing else restarts, the VIP address is never
-removed, no DNAT rule is duplicated, and not one DNS query is lost.
+removed, no DNAT rule is duplicated, and no DNS query is lost except what
+docs/ARCHITECTURE.md allows: a killed replica may lose the one batch it holds (at most
+BATCH queries, received just before the kill); every other kill loses nothing.
 """
 
 import json
@@ -19,21 +21,17 @@ from typing import Dict, Iterator, List, Set, Tuple
 
 import pytest
 
+from networkd.dns.mmsg import BATCH
 from tests.lab.lab import Lab, LabNode
 from tests.lab.netns import in_netns
 from tests.support.daemon import wait_for
+from tests.support.dnswire import a_query
 
 pytestmark = pytest.mark.lab
 
 VIP = "10.77.0.200"
 NAME = "svc.lain"
 NAME_IP = "10.1.2.3"
-
-
-def dns_query(qid: int, name: str) -> bytes:
-    header = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
-    qname = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
-    return header + qname + struct.pack("!HH", 1, 1)
 
 
 class QueryLoad:
@@ -60,7 +58,7 @@ class QueryLoad:
         while not self._stop.is_set():
             qid = (qid + 1) % 65536
             self.sent[qid] = time.monotonic()
-            self.sock.sendto(dns_query(qid, NAME), self.server)
+            self.sock.sendto(a_query(qid, NAME), self.server)
             time.sleep(self.interval)
 
     def _recv(self) -> None:
@@ -88,6 +86,16 @@ class QueryLoad:
     def lost(self) -> List[int]:
         return sorted(set(self.sent) - self.answered)
 
+    def lost_per_kill(self, kills: List[Tuple[str, float]]) -> Dict[str, int]:
+        """Each lost query charged to the first kill after it was sent, or to "none"."""
+        out: Dict[str, int] = {}
+        for qid in self.lost():
+            sent_at = self.sent[qid]
+            after = [f"{n}@{k:.3f}" for n, k in kills if k >= sent_at]
+            key = after[0] if after else "none"
+            out[key] = out.get(key, 0) + 1
+        return out
+
 
 @pytest.fixture
 def node() -> Iterator[LabNode]:
@@ -106,7 +114,9 @@ def node() -> Iterator[LabNode]:
         yield node
 
 
-def test_sigkill_each_worker_repeatedly_moves_nothing_and_loses_no_query(node: LabNode) -> None:
+def test_sigkill_each_worker_repeatedly_moves_nothing_and_loses_at_most_a_batch(
+    node: LabNode,
+) -> None:
     daemon = node.daemon
     dns_server = daemon.dns_addr
     lab_client = node.lab.client
@@ -121,10 +131,12 @@ def test_sigkill_each_worker_repeatedly_moves_nothing_and_loses_no_query(node: L
         workers = daemon.wait_running()
         order = list(workers) + ["elector", "applier", "dns.0", "elector", "applier"]
         rng = random.Random(4)
+        kills: List[Tuple[str, float]] = []
         for name in order:
             before = daemon.wait_running()
             victim = before[name]["pid"]
             os.kill(victim, signal.SIGKILL)
+            kills.append((name, time.monotonic()))
             after = daemon.wait_restarted(name, victim)
             for other, info in before.items():
                 if other != name:
@@ -155,5 +167,7 @@ def test_sigkill_each_worker_repeatedly_moves_nothing_and_loses_no_query(node: L
     status = daemon.status(0.5)
     assert [v["state"] for v in status["vips"] if v["ip"] == VIP] == ["OWNER"]
     assert len(load.sent) > 500
-    assert load.lost() == [], f"{len(load.lost())} of {len(load.sent)} DNS queries lost"
+    lost = load.lost_per_kill(kills)
+    print(f"DNS: {len(load.sent)} queries, lost per kill {lost or 'none'}")
+    assert all(key.startswith("dns.") and count <= BATCH for key, count in lost.items()), lost
     assert load.wrong == []

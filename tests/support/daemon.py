@@ -333,3 +333,24 @@ def worker_pids_of(parents: List[int]) -> List[int]:
                 out.append(child)
                 todo.append(child)
     return out
+
+
+def title_of(pid: int) -> str:
+    """A process's title (``networkd: dns [0]``), "" when it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def dns_worker_pids(daemon: "Daemon") -> Dict[str, int]:
+    """From /proc (fast, no bus): ``dns.N`` replicas and ``dns-forwarder`` -> pid."""
+    out: Dict[str, int] = {}
+    for pid in worker_pids_of([daemon.proc.pid] if daemon.proc is not None else []):
+        title = title_of(pid)
+        if title.startswith("networkd: dns ["):
+            out["dns." + title.split("[", 1)[1].split("]")[0]] = pid
+        elif title == "networkd: dns forwarder":
+            out["dns-forwarder"] = pid
+    return out

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from typing import Iterable, List, Mapping, Optional, Tuple
+from typing import Callable, Iterable, List, Mapping, Optional, Tuple
 
 import dns.exception
 import dns.message
@@ -26,6 +26,30 @@ import dns.rrset
 from tests.support.ports import free_port
 
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+
+
+def read_text(path: str) -> str:
+    """A log file's text; "" while it does not exist."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def serve_datagrams(
+    sock: socket.socket, stop: threading.Event, handle: Callable[[bytes, Tuple[str, int]], None]
+) -> None:
+    """Call ``handle`` for each datagram on ``sock`` (which has a timeout) until ``stop``
+    is set or the socket is closed."""
+    while not stop.is_set():
+        try:
+            data, addr = sock.recvfrom(65535)
+        except socket.timeout:
+            continue
+        except OSError:
+            return
+        handle(data, addr)
 
 
 class Dnsmasq:
@@ -127,19 +151,45 @@ class Dnsmasq:
 
     def queries(self) -> List[str]:
         """Names dnsmasq logged a query for, in order."""
-        try:
-            with open(self.log_path, errors="replace") as f:
-                text = f.read()
-        except OSError:
-            return []
         out = []
-        for line in text.splitlines():
+        for line in read_text(self.log_path).splitlines():
             if "query[" in line:
                 out.append(line.split("query[", 1)[1].split("] ", 1)[1].split(" from")[0])
         return out
 
 
-class FakeUpstream:
+class DatagramServer:
+    """A UDP server thread on a loopback port: ``handle(data, addr)`` for each datagram.
+    Subclasses set their own fields, then call ``start()``."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.settimeout(0.1)
+        self.host, self.port = self.sock.getsockname()[:2]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=serve_datagrams, args=(self.sock, self._stop, self.handle), daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def address(self) -> str:
+        """``ip#port`` as networkd's domain servers spell it."""
+        return f"{self.host}#{self.port}"
+
+    def handle(self, data: bytes, addr: Tuple[str, int]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)  # the port is free only once the thread's recvfrom returned
+        self.sock.close()
+
+
+class FakeUpstream(DatagramServer):
     """A UDP server on loopback that answers every query one fixed way.
 
     mode: ``servfail``, ``nxdomain`` (with an SOA: ``soa_ttl``/``soa_minimum``),
@@ -154,62 +204,49 @@ class FakeUpstream:
         answer_ip: str = "10.9.9.9",
         answer_ttl: int = 300,
     ) -> None:
+        super().__init__(host)
         self.mode = mode
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((host, 0))
-        self.sock.settimeout(0.1)
-        self.host, self.port = self.sock.getsockname()[:2]
         self.soa_ttl = soa_ttl
         self.soa_minimum = soa_minimum
         self.answer_ip = answer_ip
         self.answer_ttl = answer_ttl
         self.received: List[bytes] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self.start()
 
-    @property
-    def address(self) -> str:
-        return f"{self.host}#{self.port}"
+    def handle(self, data: bytes, addr: Tuple[str, int]) -> None:
+        self.received.append(data)
+        if self.mode == "dead":
+            return
+        self._reply(data, addr)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, addr = self.sock.recvfrom(65535)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.received.append(data)
-            if self.mode == "dead":
-                continue
-            try:
-                query = dns.message.from_wire(data)
-            except Exception:
-                continue
-            reply = dns.message.make_response(query)
-            name = query.question[0].name
-            if self.mode == "servfail":
-                reply.set_rcode(dns.rcode.SERVFAIL)
-            elif self.mode == "nxdomain":
-                reply.set_rcode(dns.rcode.NXDOMAIN)
-                zone = name.parent() if len(name) > 1 else name
-                soa = dns.rrset.from_text(
-                    zone,
-                    self.soa_ttl,
-                    "IN",
-                    "SOA",
-                    f"ns.invalid. admin.invalid. 1 3600 600 86400 {self.soa_minimum}",
-                )
-                reply.authority.append(soa)
-            elif self.mode == "answer" and query.question[0].rdtype == dns.rdatatype.A:
-                reply.answer.append(
-                    dns.rrset.from_text(name, self.answer_ttl, "IN", "A", self.answer_ip)
-                )
-            try:
-                self.sock.sendto(reply.to_wire(), addr)
-            except OSError:
-                pass
+    def _reply(self, data: bytes, addr: Tuple[str, int]) -> None:
+        try:
+            query = dns.message.from_wire(data)
+        except Exception:
+            return
+        reply = dns.message.make_response(query)
+        name = query.question[0].name
+        if self.mode == "servfail":
+            reply.set_rcode(dns.rcode.SERVFAIL)
+        elif self.mode == "nxdomain":
+            reply.set_rcode(dns.rcode.NXDOMAIN)
+            zone = name.parent() if len(name) > 1 else name
+            soa = dns.rrset.from_text(
+                zone,
+                self.soa_ttl,
+                "IN",
+                "SOA",
+                f"ns.invalid. admin.invalid. 1 3600 600 86400 {self.soa_minimum}",
+            )
+            reply.authority.append(soa)
+        elif self.mode == "answer" and query.question[0].rdtype == dns.rdatatype.A:
+            reply.answer.append(
+                dns.rrset.from_text(name, self.answer_ttl, "IN", "A", self.answer_ip)
+            )
+        try:
+            self.sock.sendto(reply.to_wire(), addr)
+        except OSError:
+            pass
 
     def questions(self) -> List[Tuple[str, int]]:
         out = []
@@ -220,8 +257,3 @@ class FakeUpstream:
             except Exception:
                 continue
         return out
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()

@@ -1,72 +1,105 @@
-"""The forwarding cache: TTLs count down, RFC 2308 negative caching, bounds."""
+"""The node's cache: fills from upstream answers (dnslib), TTLs counting down, RFC 2308
+negative caching, what is not cached, and the bound in bytes."""
+
+import tracemalloc
+from typing import Tuple
 
 import dns.message
 import dns.rrset
 
-from networkd.dns import wire
-from networkd.dns.cache import ForwardCache, patched_body
+from networkd.dns import channel
+from networkd.dns.cache import ForwardCache, entry_size, failure_entry, patched_body
+from tests.support.dnswire import fill_of
 
 
-def scan_of(resp: dns.message.Message, query: dns.message.Message) -> wire.Scan:
-    qlen = len(wire.parse_query(query.to_wire()).question)
-    return wire.scan_response(resp.to_wire(), qlen)
-
-
-def answer(ttl: int = 100, name: str = "a.example.") -> tuple:
+def answer(ttl: int = 100, name: str = "a.example.", count: int = 1) -> Tuple[bytes, bytes]:
     query = dns.message.make_query(name, "A")
     resp = dns.message.make_response(query)
-    resp.answer.append(dns.rrset.from_text(name, ttl, "IN", "A", "10.0.0.1"))
-    return query, resp
+    ips = [f"10.0.{i // 250}.{i % 250 + 1}" for i in range(count)]
+    resp.answer.append(dns.rrset.from_text(name, ttl, "IN", "A", *ips))
+    return query.to_wire(), resp.to_wire()
 
 
 def test_positive_entry_ttl_counts_down_and_expires() -> None:
     cache = ForwardCache()
-    query, resp = answer(100)
-    entry = cache.store(b"k", scan_of(resp, query), now=1000.0)
-    assert entry is not None
-    body = patched_body(entry, 1030.5)
-    ttl = int.from_bytes(body[6:10], "big")
-    assert ttl == 69  # 69.5 s left, rounded down
-    assert cache.get(b"k", 1099.0) is not None
-    assert cache.get(b"k", 1100.0) is None and len(cache) == 0
+    _query, data = answer(100)
+    fill = fill_of(data, 1000.0)
+    assert fill.cacheable and cache.put(b"key-1", fill.entry)
+    body = patched_body(fill.entry, 1030.5)
+    assert int.from_bytes(body[6:10], "big") == 69  # 69.5 s left, rounded down
+    assert cache.get(b"key-1", 1099.0) is not None
+    assert cache.get(b"key-1", 1100.0) is None and len(cache) == 0 and cache.bytes == 0
 
 
 def test_negative_caching_uses_soa_minimum() -> None:
-    cache = ForwardCache()
     query = dns.message.make_query("nx.example.", "A")
     resp = dns.message.make_response(query)
     resp.set_rcode(3)
     resp.authority.append(dns.rrset.from_text("example.", 3600, "IN", "SOA", "ns. a. 1 2 3 4 20"))
-    entry = cache.store(b"nx", scan_of(resp, query), now=0.0)
-    assert entry is not None and entry.expires_at == 20.0
-    soa_ttl = int.from_bytes(patched_body(entry, 5.0)[6:10], "big")
-    assert soa_ttl == 15  # clamped to the negative lifetime, counting down
+    fill = fill_of(resp.to_wire(), 0.0)
+    assert fill.cacheable and fill.entry.expires_at == 20.0
+    soa_ttl = int.from_bytes(patched_body(fill.entry, 5.0)[6:10], "big")
+    assert soa_ttl == 15  # the SOA's TTL is the negative lifetime, counting down
     no_soa = dns.message.make_response(query)
     no_soa.set_rcode(3)
-    assert cache.store(b"nx2", scan_of(no_soa, query), now=0.0) is None
+    assert not fill_of(no_soa.to_wire(), 0.0).cacheable
 
 
 def test_not_cached_servfail_zero_ttl_truncated() -> None:
+    _q, data = answer(0)
+    assert not fill_of(data, 0.0).cacheable
+    query = dns.message.make_query("s.example.", "A")
+    servfail = dns.message.make_response(query)
+    servfail.set_rcode(2)
+    assert not fill_of(servfail.to_wire(), 0.0).cacheable
+    truncated = dns.message.make_response(query)
+    truncated.flags |= 0x0200
+    truncated.answer.append(dns.rrset.from_text("s.example.", 60, "IN", "A", "10.0.0.1"))
+    assert not fill_of(truncated.to_wire(), 0.0).cacheable
     cache = ForwardCache()
-    query, resp = answer(0)
-    assert cache.store(b"z", scan_of(resp, query), 0.0) is None
-    query, resp = answer(10)
-    resp.set_rcode(2)
-    assert cache.store(b"s", scan_of(resp, query), 0.0) is None
-    query, resp = answer(10)
-    resp.flags |= 0x0200
-    assert cache.store(b"t", scan_of(resp, query), 0.0) is None
-    cache.store_failure(b"f", 0.0, 1.0)
-    entry = cache.get(b"f", 0.5)
+    assert cache.put(b"failed", failure_entry(0.0, 1.0))
+    entry = cache.get(b"failed", 0.5)
     assert entry is not None and entry.rcode == 2
-    assert cache.get(b"f", 1.0) is None
+    assert cache.get(b"failed", 1.0) is None
 
 
-def test_bounded_oldest_evicted() -> None:
-    cache = ForwardCache(max_entries=10)
-    query, resp = answer(100)
-    scan = scan_of(resp, query)
+def test_bounded_in_bytes_oldest_evicted() -> None:
+    _q, data = answer(100, count=20)
+    entry = fill_of(data, 0.0).entry
+    size = entry_size(b"k%05d" % 0, entry)
+    cache = ForwardCache(max_bytes=size * 10)
     for i in range(25):
-        cache.store(b"k%d" % i, scan, 0.0)
-    assert len(cache) == 10
-    assert cache.get(b"k0", 1.0) is None and cache.get(b"k24", 1.0) is not None
+        assert cache.put(b"k%05d" % i, entry)
+    assert len(cache) == 10 and cache.bytes <= cache.max_bytes
+    assert cache.get(b"k00000", 1.0) is None and cache.get(b"k00024", 1.0) is not None
+    huge = ForwardCache(max_bytes=size - 1)
+    assert not huge.put(b"k00000", entry) and len(huge) == 0
+
+
+def test_merge_keeps_the_newer_entry() -> None:
+    cache = ForwardCache()
+    _q, data = answer(100)
+    old, new = fill_of(data, 10.0).entry, fill_of(data, 20.0).entry
+    assert cache.merge(b"key-1", new, 21.0)
+    assert not cache.merge(b"key-1", old, 21.0)
+    got = cache.get(b"key-1", 21.0)
+    assert got is not None and got.stored_at == 20.0
+
+
+def test_entry_size_covers_what_python_holds() -> None:
+    """The bytes charged per entry are at least what a replica's copy really takes (entries
+    decoded from the forwarder's messages, as a replica gets them)."""
+    cache = ForwardCache(max_bytes=1 << 30)
+    items = []
+    for i in range(3000):
+        fill = fill_of(answer(300, f"n{i}.example.", count=3)[1], 0.0)
+        key = b"\x05n%04d\x07example\x00\x00\x01\x00\x01\x00" % i
+        items.append(channel.encode("fill", [channel.encode_entry(key, fill.entry)]))
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for message in items:
+        _kind, payload = channel.decode(message)
+        cache.put(*channel.decode_entry(payload[0]))
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert used <= cache.bytes, (used, cache.bytes)
