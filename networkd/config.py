@@ -71,6 +71,12 @@ class Config:
     streamrouter: bool = False
     deployd: bool = False
     acl: bool = False
+    # container networks: Docker's network and IPAM plugin (docs/NETWORKS.md)
+    libnetwork: bool = False
+    docker_plugin_socket: str = "/run/docker/plugins/networkd.sock"
+    netplugin_user: str = "networkd-plugin"
+    netplugin_ttl: float = 10.0
+    netplugin_grace: float = 60.0
     # supervision
     stop_timeout: float = 10.0
     workers: Tuple[str, ...] = ()
@@ -181,6 +187,27 @@ FLAGS: Dict[str, Tuple[str, str, str]] = {
     "streamrouter": ("streamrouter", "bool", "leader job: streamrouter VIP pool"),
     "deployd": ("deployd", "bool", "leader job: deployd.lain"),
     "acl": ("acl", "bool", "apply the INPUT ACL"),
+    "libnetwork": (
+        "libnetwork",
+        "bool",
+        "serve Docker's network and IPAM plugin (container networks)",
+    ),
+    "docker.plugin.socket": (
+        "docker_plugin_socket",
+        "str",
+        "unix socket of the Docker network plugin (its name is the driver name)",
+    ),
+    "netplugin.user": ("netplugin_user", "str", "user of the Docker plugin worker"),
+    "netplugin.ttl": (
+        "netplugin_ttl",
+        "float",
+        "lease TTL in seconds of this node's container-network routes",
+    ),
+    "netplugin.grace": (
+        "netplugin_grace",
+        "float",
+        "seconds before an address Docker does not know is reclaimed",
+    ),
     "stop.timeout": ("stop_timeout", "float", "seconds a worker has to stop before SIGKILL"),
     "workers": ("workers", "list", "run only these workers (testing aid), comma-separated"),
     "verbose": ("verbose", "bool", "debug logging"),
@@ -308,6 +335,21 @@ def validate(config: Config) -> None:
         if not endpoint.startswith(("http://", "https://")):
             raise ConfigError(f"-etcd.endpoint: {endpoint!r} must start with http:// or https://")
         split_host_port(endpoint.split("://", 1)[1].rstrip("/"), "-etcd.endpoint")
+    if config.netplugin_ttl < 1:
+        raise ConfigError(f"-netplugin.ttl: expected at least 1 second, got {config.netplugin_ttl}")
+    if config.netplugin_grace < 1:
+        raise ConfigError(
+            f"-netplugin.grace: expected at least 1 second, got {config.netplugin_grace}"
+        )
+    if config.libnetwork and config.netplugin_user in (config.user, config.dns_user):
+        raise ConfigError(
+            "-netplugin.user: the plugin worker parses Docker's requests and needs a user of "
+            f"its own, not {config.netplugin_user!r}"
+        )
+    if not config.docker_plugin_socket.startswith("/"):
+        raise ConfigError(
+            f"-docker.plugin.socket: expected an absolute path, got {config.docker_plugin_socket!r}"
+        )
     config.dns_host_port  # noqa: B018 - raises ConfigError on a bad value
     config.api_host_port  # noqa: B018
 

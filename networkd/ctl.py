@@ -1,4 +1,4 @@
-"""``networkdctl``: status, tap, restart and vip for a running networkd."""
+"""``networkdctl``: status, tap, restart, vip and net for a running networkd."""
 
 import argparse
 import datetime
@@ -6,9 +6,9 @@ import json
 import signal
 import sys
 import time
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
-from networkd import ctl_vip
+from networkd import ctl_net, ctl_vip
 from networkd.bus.codec import Envelope, to_plain
 from networkd.config import Config
 
@@ -42,20 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
     p_restart = sub.add_parser("restart", help="restart one worker (dns restarts every replica)")
     p_restart.add_argument("worker")
     ctl_vip.add_parser(sub)
+    ctl_net.add_parser(sub)
     return parser
 
 
-def cmd_status(run_dir: str, as_json: bool, wait: float) -> int:
+def gather_state(run_dir: str, wait: float) -> Optional[Tuple[Any, Any]]:
+    """(context, BusView) with every live publisher's state, or None when none runs."""
     import zmq
 
-    from networkd import status
     from networkd.bus.view import BusView
 
     context = zmq.Context()
     view = BusView(context, run_dir, ["state."])
     if not view.live_sources():
         print(f"networkdctl: no networkd running with run dir {run_dir}", file=sys.stderr)
-        return 1
+        view.close()
+        context.destroy(0)
+        return None
     deadline = time.monotonic() + wait
     settled_at: Optional[float] = None
     while time.monotonic() < deadline:
@@ -67,6 +70,16 @@ def cmd_status(run_dir: str, as_json: bool, wait: float) -> int:
             settled_at = settled_at or time.monotonic()
             if time.monotonic() - settled_at > 0.15:
                 break
+    return context, view
+
+
+def cmd_status(run_dir: str, as_json: bool, wait: float) -> int:
+    from networkd import status
+
+    gathered = gather_state(run_dir, wait)
+    if gathered is None:
+        return 1
+    context, view = gathered
     doc = status.assemble(view.mirror, view.sources)
     view.close()
     context.destroy(0)
@@ -144,6 +157,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return cmd_tap(args.run_dir, args.prefixes, args.json, args.count, args.timeout)
     if args.command == "vip":
         return ctl_vip.cmd_vip(args.run_dir, args)
+    if args.command == "net":
+        return ctl_net.cmd_net(args.run_dir, args)
     return cmd_restart(args.run_dir, args.worker)
 
 

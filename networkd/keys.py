@@ -444,3 +444,110 @@ def encode_health_report(report: Dict[str, Tuple[str, str]]) -> str:
     import json
 
     return json.dumps({ip: list(v) for ip, v in sorted(report.items())}, sort_keys=True)
+
+
+# --- /lain/networkd/networks: container networks (SPEC section 10) ---------------------
+#
+#   networks/<net>                   the network: subnet, mode, gateway, block size
+#   networks/<net>/hosts/<host>      a host that uses it: pool references, Docker networks
+#   networks/<net>/blocks/<block>    a block of the pool owned by one host (persistent)
+#   networks/<net>/addresses/<ip>    one allocated address: host, endpoint
+#   networks/<net>/routes/<host>     the host's next-hop address, bound to its lease
+#
+# ``<net>`` and ``<block>`` are CIDRs with ``-`` for ``/`` (``10.50.0.0-16``).
+
+NETWORKS_PREFIX = "/lain/networkd/networks/"
+NET_HOSTS = "hosts"
+NET_BLOCKS = "blocks"
+NET_ADDRESSES = "addresses"
+NET_ROUTES = "routes"
+NET_SUBKINDS = (NET_HOSTS, NET_BLOCKS, NET_ADDRESSES, NET_ROUTES)
+
+
+def cidr_name(cidr: str) -> str:
+    """``10.50.0.0/16`` -> ``10.50.0.0-16``: a CIDR as one key segment (and a pool ID)."""
+    return cidr.replace("/", "-")
+
+
+def cidr_of_name(name: str) -> str:
+    """The inverse of ``cidr_name``; raises KeyLayoutError when it is not a CIDR."""
+    address, sep, length = name.rpartition("-")
+    if not sep or not length.isdigit():
+        raise KeyLayoutError(f"not a CIDR key segment: {name!r}")
+    try:
+        network = ipaddress.ip_network(f"{address}/{length}", strict=True)
+    except ValueError as exc:
+        raise KeyLayoutError(f"not a CIDR key segment: {name!r} ({exc})") from None
+    return str(network)
+
+
+def network_key(net: str) -> str:
+    """``/lain/networkd/networks/<net>``: the network record."""
+    return NETWORKS_PREFIX + net
+
+
+def network_prefix(net: str) -> str:
+    """Every key below the network record (not the record itself)."""
+    return f"{NETWORKS_PREFIX}{net}/"
+
+
+def network_sub_prefix(net: str, kind: str) -> str:
+    return f"{NETWORKS_PREFIX}{net}/{kind}/"
+
+
+def network_host_key(net: str, host: str) -> str:
+    return network_sub_prefix(net, NET_HOSTS) + host
+
+
+def network_block_key(net: str, block: str) -> str:
+    return network_sub_prefix(net, NET_BLOCKS) + cidr_name(block)
+
+
+def network_address_key(net: str, ip: str) -> str:
+    return network_sub_prefix(net, NET_ADDRESSES) + ip
+
+
+def network_route_key(net: str, host: str) -> str:
+    return network_sub_prefix(net, NET_ROUTES) + host
+
+
+class NetworkKey(NamedTuple):
+    """A parsed key under ``/lain/networkd/networks/``: ``kind`` "" is the network record;
+    ``name`` is the host, block CIDR or address (already parsed)."""
+
+    net: str
+    kind: str
+    name: str
+
+
+def parse_network_key(key: str) -> NetworkKey:
+    """Split a key under NETWORKS_PREFIX; raises KeyLayoutError naming what is wrong."""
+    if not key.startswith(NETWORKS_PREFIX):
+        raise KeyLayoutError(f"not under {NETWORKS_PREFIX}: {key!r}")
+    parts = key[len(NETWORKS_PREFIX) :].split("/")
+    net = parts[0]
+    cidr_of_name(net)
+    if len(parts) == 1:
+        return NetworkKey(net, "", "")
+    if len(parts) != 3 or parts[1] not in NET_SUBKINDS or not parts[2]:
+        raise KeyLayoutError(
+            f"expected {NETWORKS_PREFIX}<net>[/hosts|blocks|addresses|routes/<name>], got {key!r}"
+        )
+    kind, name = parts[1], parts[2]
+    if kind == NET_BLOCKS:
+        name = cidr_of_name(name)
+    elif kind == NET_ADDRESSES:
+        name = str(parse_ip(name))
+    else:
+        name = parse_hostname(name)
+    return NetworkKey(net, kind, name)
+
+
+_HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})$")
+
+
+def parse_hostname(text: str) -> str:
+    """A node name as used in keys: letters, digits, ``.``, ``-``, ``_``; raises KeyLayoutError."""
+    if not _HOSTNAME.match(text):
+        raise KeyLayoutError(f"not a host name: {text!r}")
+    return text

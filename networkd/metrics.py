@@ -138,12 +138,13 @@ def families(mirror: MirrorLookup, sources: Iterable[str]) -> List[Family]:
     revision.add(etcd.revision if etcd is not None else 0)
 
     errors = 0
-    for sender in ("watcher", "elector"):
+    for sender in ("watcher", "elector", "netstore"):
         errors += len(_items(mirror, sender, "state.config_errors"))
     family("networkd_config_errors", "gauge", "etcd keys rejected by validation right now.").add(
         errors
     )
 
+    _container_networks(mirror, family)
     _dns_replica_families(family, mirror, list(sources))
     _dns_forwarder_families(family, mirror)
     return out
@@ -236,6 +237,95 @@ def _dns_forwarder_families(family: FamilyMaker, mirror: MirrorLookup) -> None:
     if stats is not None:
         in_flight.add(stats.in_flight)
         _histogram(latency, stats.latency_buckets, stats.latency_sum, stats.latency_count)
+
+
+def _container_networks(mirror: MirrorLookup, family: Callable[[str, str, str], Family]) -> None:
+    """Container networks (-libnetwork): the netstore's and netlinks' counters."""
+    store = _items(mirror, "netstore", "state.netstore").get("counters")
+    for name, field, help_text in (
+        (
+            "networkd_net_requests_total",
+            "requests",
+            "Docker plugin requests the netstore answered.",
+        ),
+        (
+            "networkd_net_refused_total",
+            "refused",
+            "Docker plugin requests refused (Docker showed the error).",
+        ),
+        (
+            "networkd_net_allocations_total",
+            "allocations",
+            "Container addresses allocated on this host.",
+        ),
+        ("networkd_net_releases_total", "releases", "Container addresses released by Docker."),
+        (
+            "networkd_net_reclaimed_total",
+            "reclaimed",
+            "Addresses reclaimed because Docker no longer knew them.",
+        ),
+        (
+            "networkd_net_blocks_claimed_total",
+            "blocks_claimed",
+            "Address blocks this host claimed.",
+        ),
+        (
+            "networkd_net_conflicts_total",
+            "conflicts",
+            "etcd compare-and-swap transactions that lost a race.",
+        ),
+    ):
+        fam = family(name, "counter", help_text)
+        if store is not None:
+            fam.add(getattr(store, field))
+    alive = family(
+        "networkd_net_lease_alive", "gauge", "1 while this host's route lease is renewed."
+    )
+    if store is not None:
+        alive.add(store.lease_alive)
+    allocated = family(
+        "networkd_net_addresses",
+        "gauge",
+        "Allocated addresses per network and host (cluster-wide).",
+    )
+    networks = _items(mirror, "netstore", "state.net_networks")
+    counts: Dict[Tuple[str, str], int] = {}
+    for a in _items(mirror, "netstore", "state.net_addresses").values():
+        network = networks.get(a.net)
+        subnet = network.subnet if network is not None else a.net
+        counts[(subnet, a.host or "-")] = counts.get((subnet, a.host or "-"), 0) + 1
+    for (subnet, host), count in sorted(counts.items()):
+        allocated.add(count, network=subnet, host=host)
+    links = _items(mirror, "netlinks", "state.netlinks").get("counters")
+    for name, field, help_text in (
+        (
+            "networkd_net_route_changes_total",
+            "route_changes",
+            "Container-network routes added, replaced or removed here.",
+        ),
+        (
+            "networkd_net_route_errors_total",
+            "route_errors",
+            "Container-network routes the kernel refused.",
+        ),
+        (
+            "networkd_net_links_created_total",
+            "links_created",
+            "Container links (veth, macvlan, ipvlan) created.",
+        ),
+        ("networkd_net_links_removed_total", "links_removed", "Container links removed."),
+    ):
+        fam = family(name, "counter", help_text)
+        if links is not None:
+            fam.add(getattr(links, field))
+    routes = family(
+        "networkd_net_routes", "gauge", "Container-network routes installed here, by kind."
+    )
+    kinds: Dict[str, int] = {}
+    for route in _items(mirror, "netlinks", "state.net_routes").values():
+        kinds[route.kind] = kinds.get(route.kind, 0) + 1
+    for kind, count in sorted(kinds.items()):
+        routes.add(count, kind=kind)
 
 
 def _bucket_order(bound: str) -> float:

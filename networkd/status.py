@@ -45,7 +45,7 @@ def assemble(mirror: MirrorLookup, sources: List[str]) -> Dict[str, Any]:
     etcd_items = mirror("watcher", "state.etcd") or {}
     etcd = etcd_items.get("etcd")
     errors: Dict[str, Any] = {}
-    for sender in ("watcher", "elector"):
+    for sender in ("watcher", "elector", "netstore"):
         for key, err in (mirror(sender, "state.config_errors") or {}).items():
             errors[key] = {"key": err.key, "reason": err.reason}
     dns = []

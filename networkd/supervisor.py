@@ -59,7 +59,17 @@ FLAG_OF_FIELD = {field: flag for flag, (field, _kind, _help) in FLAGS.items()}
 # The supervisor stopped gracefully after an exception in its main loop (EX_SOFTWARE).
 EXIT_INTERNAL_ERROR = 70
 # Flags a HUP cannot change: sockets, the worker set and accounts are fixed at start.
-RESTART_ONLY_FIELDS = ("godns_addr", "dns_replicas", "workers", "user", "dns_user", "user_fallback")
+RESTART_ONLY_FIELDS = (
+    "godns_addr",
+    "dns_replicas",
+    "workers",
+    "user",
+    "dns_user",
+    "user_fallback",
+    "libnetwork",
+    "docker_plugin_socket",
+    "netplugin_user",
+)
 # Workers that get the DNS listening sockets (replicas read them, the forwarder sends on UDP).
 DNS_SOCKET_MODULES = ("dns", "dns_forwarder")
 
@@ -141,6 +151,7 @@ class Supervisor:
         self.group_deadline = 0.0
         self.stop_deadline = 0.0
         self.dns_sockets: Optional[Tuple[socket.socket, socket.socket]] = None
+        self.plugin_socket: Optional[socket.socket] = None
         self.lock = PidLock(config.lock_filename)
         self.publisher: Any = None
         self.control: Optional[ControlServer] = None
@@ -151,7 +162,7 @@ class Supervisor:
     # ---------------------------------------------------------------- start-up
 
     def run(self) -> int:
-        specs = all_specs(self.config.dns_replicas, self.config.workers)
+        specs = all_specs(self.config.dns_replicas, self.config.workers, self.config.libnetwork)
         self.accounts = self.check_accounts(specs)
         try:
             self.lock.acquire()
@@ -170,11 +181,9 @@ class Supervisor:
             log.info("worker users unchanged reason=not root uid=%d", os.geteuid())
             return {}
         kinds = {s.user for s in specs}
-        names = {
-            kind: self.config.dns_user if kind == "dns" else self.config.user
-            for kind in ("user", "dns")
-            if kind in kinds
-        }
+        flags = {"user": self.config.user, "dns": self.config.dns_user}
+        flags["plugin"] = self.config.netplugin_user
+        names = {kind: name for kind, name in flags.items() if kind in kinds}
         accounts = users.resolve_accounts(names, self.config.user_fallback)
         users.check_importable(accounts, users.import_paths())
         for kind, account in accounts.items():
@@ -188,6 +197,8 @@ class Supervisor:
         self.prepare_run_dir(specs)
         if any(s.module in DNS_SOCKET_MODULES for s in specs):
             self.open_dns_sockets()
+        if any(s.module == "netplugin" for s in specs):
+            self.open_plugin_socket()
         self.install_signals()
         self.open_bus_and_control()
         for spec in specs:
@@ -284,6 +295,18 @@ class Supervisor:
         udp, tcp = self.dns_sockets
         return {"udp": udp, "tcp": tcp} if spec.module == "dns" else {"udp": udp}
 
+    def open_plugin_socket(self) -> None:
+        from networkd.netdriver.plugin_socket import open_plugin_socket
+
+        path = self.config.docker_plugin_socket
+        try:
+            self.plugin_socket = open_plugin_socket(path)
+        except OSError as exc:
+            raise StartupError(
+                f"-docker.plugin.socket: cannot listen on {path}: {exc.strerror or exc}"
+            ) from None
+        log.info("docker plugin socket bound path=%s", path)
+
     def install_signals(self) -> None:
         self._sig_r, self._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._sig_w)
@@ -309,6 +332,8 @@ class Supervisor:
             bus_groups=self.bus_groups(wp.spec.subscribers),
         )
         fds = self.dns_fds(wp.spec)
+        if wp.spec.module == "netplugin" and self.plugin_socket is not None:
+            fds = {"plugin": self.plugin_socket}
         process = self.mp.Process(
             target=worker_entry, args=(launch, fds), name=wp.name, daemon=False
         )
@@ -617,5 +642,9 @@ class Supervisor:
         if self.dns_sockets is not None:
             for sock in self.dns_sockets:
                 sock.close()
+        if self.plugin_socket is not None:
+            from networkd.netdriver.plugin_socket import close_plugin_socket
+
+            close_plugin_socket(self.plugin_socket, self.config.docker_plugin_socket)
         if self.publisher is not None:
             self.publisher.close()

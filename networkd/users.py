@@ -41,7 +41,7 @@ WORKER_IMPORTS = (
     "setproctitle",
 )
 
-FLAG_OF_KIND = {"user": "-user", "dns": "-dns.user"}
+FLAG_OF_KIND = {"user": "-user", "dns": "-dns.user", "plugin": "-netplugin.user"}
 
 
 class UserError(Exception):
@@ -109,7 +109,26 @@ def resolve_accounts(
                 f" {user.gid}: a DNS replica could connect to the applier's bus endpoint;"
                 " give each account its own group"
             )
+    _check_plugin_account(accounts)
     return accounts
+
+
+def _check_plugin_account(accounts: Dict[str, Account]) -> None:
+    """The Docker plugin worker (-libnetwork) parses Docker's requests: like a DNS replica,
+    it must share neither uid nor primary group with another worker kind (the netstore
+    takes requests only from its uid; root endpoints admit the other kinds' groups)."""
+    plugin = accounts.get("plugin")
+    if plugin is None:
+        return
+    for kind in ("user", "dns"):
+        other = accounts.get(kind)
+        if other is None:
+            continue
+        if other.uid == plugin.uid or other.gid == plugin.gid:
+            raise UserError(
+                f"-netplugin.user {plugin.name!r} and {FLAG_OF_KIND[kind]} {other.name!r} share"
+                " a uid or primary group: the plugin worker needs an account of its own"
+            )
 
 
 # ------------------------------------------------------------------ importability

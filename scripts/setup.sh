@@ -10,7 +10,7 @@ system_setup() {
     apt_packages=(etcd-server etcd-client iptables iproute2 dnsutils dnsmasq-base dnsperf
                   bind9 bind9-utils
                   docker.io busybox-static rpm tcpdump procps psmisc python3-venv keepalived
-                  openssl systemd groff-base util-linux passwd)
+                  openssl systemd groff-base util-linux passwd iperf3)
 
     missing=()
     for p in "${apt_packages[@]}"; do
@@ -41,6 +41,8 @@ system_setup() {
     getent passwd networkd >/dev/null || useradd --system -g networkd -d / -s /sbin/nologin networkd
     getent group networkd-dns >/dev/null || groupadd --system networkd-dns
     getent passwd networkd-dns >/dev/null || useradd --system -g networkd-dns -d / -s /sbin/nologin networkd-dns
+    getent group networkd-plugin >/dev/null || groupadd --system networkd-plugin
+    getent passwd networkd-plugin >/dev/null || useradd --system -g networkd-plugin -d / -s /sbin/nologin networkd-plugin
 }
 
 # The system part (apt packages, iptables backend, the workers' users) needs root and

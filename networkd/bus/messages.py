@@ -564,6 +564,111 @@ class ElectorCounters:
 
 
 # ---------------------------------------------------------------------------------------
+# netstore, netlinks -> api, ctl, netlinks (container networks; SPEC section 10)
+
+
+@register
+@dataclass
+class NetHost:
+    """A host's use of a container network (inside ``NetNetwork.hosts``).
+
+    ``docker``: this host's Docker network IDs on the pool -> name; ``parents``: ID ->
+    parent interface (L2 modes)."""
+
+    refs: int
+    docker: Dict[str, str] = field(default_factory=dict)
+    parents: Dict[str, str] = field(default_factory=dict)
+
+
+@register
+@dataclass
+class NetNetwork:
+    """Item of ``state.net_networks`` (sender: netstore; readers: netlinks, api, ctl).
+
+    Key: the network's name in etcd (``10.50.0.0-16``). ``mode`` is empty until a host's
+    Docker created the network."""
+
+    net: str
+    subnet: str
+    mode: str
+    ipvlan_mode: str
+    gateway: str
+    block: int
+    hosts: Dict[str, NetHost] = field(default_factory=dict)
+
+
+@register
+@dataclass
+class NetBlock:
+    """Item of ``state.net_blocks`` (sender: netstore; readers: netlinks, api, ctl).
+
+    Key: ``<net>/<block>``. ``via`` is the owner's address while its lease-bound route
+    key exists, else empty (no route to the block)."""
+
+    net: str
+    block: str
+    host: str
+    via: str = ""
+
+
+@register
+@dataclass
+class NetAddress:
+    """Item of ``state.net_addresses`` (sender: netstore; readers: netlinks, api, ctl).
+
+    Key: ``<net>/<ip>``: one allocation anywhere in the cluster."""
+
+    net: str
+    ip: str
+    host: str
+    kind: str
+    endpoint: str = ""
+
+
+@register
+@dataclass
+class NetStoreCounters:
+    """Item ``counters`` of ``state.netstore`` (sender: netstore; readers: api metrics, ctl)."""
+
+    requests: int = 0
+    refused: int = 0
+    allocations: int = 0
+    releases: int = 0
+    reclaimed: int = 0
+    blocks_claimed: int = 0
+    blocks_released: int = 0
+    conflicts: int = 0
+    lease_alive: bool = False
+    docker_error: str = ""
+
+
+@register
+@dataclass
+class NetRoute:
+    """Item of ``state.net_routes`` (sender: netlinks; readers: api, ctl).
+
+    Key: the destination CIDR: a route networkd installed on this host (``kind`` local,
+    remote or unreachable)."""
+
+    dst: str
+    kind: str
+    via: str = ""
+    dev: str = ""
+
+
+@register
+@dataclass
+class NetLinksCounters:
+    """Item ``counters`` of ``state.netlinks`` (sender: netlinks; readers: api metrics, ctl)."""
+
+    links_created: int = 0
+    links_removed: int = 0
+    route_changes: int = 0
+    route_errors: int = 0
+    last_error: str = ""
+
+
+# ---------------------------------------------------------------------------------------
 # state topic -> item type (every reader decodes with it)
 
 STATE_TOPICS: Dict[str, type] = {
@@ -595,4 +700,10 @@ STATE_TOPICS: Dict[str, type] = {
     "state.hosts": HostsEntry,
     "state.dns": DnsStats,
     "state.dns_forwarder": DnsForwarderStats,
+    "state.net_networks": NetNetwork,
+    "state.net_blocks": NetBlock,
+    "state.net_addresses": NetAddress,
+    "state.netstore": NetStoreCounters,
+    "state.net_routes": NetRoute,
+    "state.netlinks": NetLinksCounters,
 }

@@ -36,7 +36,7 @@ RUNTIME_FIELDS = ("run_dir", "log_file", "verbose", "workers", "stop_timeout")
 class WorkerSpec:
     name: str
     module: str
-    user: str  # "root", "user" (Config.user) or "dns" (Config.dns_user)
+    user: str  # "root", "user" (Config.user), "dns" (Config.dns_user), "plugin" (Config.netplugin_user)
     stop_group: int
     config_fields: Tuple[str, ...]
     subscribers: Tuple[str, ...] = ()
@@ -110,6 +110,32 @@ def dns_spec(replica: int) -> WorkerSpec:
     return WorkerSpec(f"dns.{replica}", "dns", "dns", 3, DNS_FIELDS)
 
 
+# Container networks (-libnetwork): the root netlinks changes links and routes on typed
+# requests of the netstore (user networkd, etcd), which answers the requests that the
+# netplugin (its own user, no etcd, no root) parsed from Docker. See docs/NETWORKS.md.
+NETLINKS = WorkerSpec(
+    "netlinks",
+    "netlinks",
+    "root",
+    2,
+    ("user",),
+    subscribers=("user",),  # the netstore (its requests, its bus view) and the api
+)
+NETSTORE = WorkerSpec(
+    "netstore",
+    "netstore",
+    "user",
+    1,
+    ETCD_FIELDS
+    + NODE_FIELDS
+    + ("docker_endpoint", "netplugin_ttl", "netplugin_grace", "netplugin_user"),
+)
+NETPLUGIN = WorkerSpec(
+    "netplugin", "netplugin", "plugin", 0, ("docker_plugin_socket", "netplugin_user")
+)
+LIBNETWORK_SPECS = [NETLINKS, NETSTORE, NETPLUGIN]
+
+
 def worker_config(config: Config, spec: WorkerSpec) -> Config:
     """The Config a worker receives: its own fields and the runtime's; the rest default."""
     keep = set(RUNTIME_FIELDS) | set(spec.config_fields)
@@ -121,13 +147,17 @@ def worker_group(spec: WorkerSpec) -> str:
     return "dns" if spec.module in ("dns", "dns_forwarder") else spec.name
 
 
-def all_specs(dns_replicas: int, only: Tuple[str, ...] = ()) -> List[WorkerSpec]:
+def all_specs(
+    dns_replicas: int, only: Tuple[str, ...] = (), libnetwork: bool = False
+) -> List[WorkerSpec]:
     """Workers in start order; ``only`` (the -workers flag) keeps the named ones ("dns" = the replicas and the forwarder)."""
     specs = (
         [WATCHER, RESOLVCONF, ELECTOR, APPLIER, CHECKER, DNS_FORWARDER]
         + [dns_spec(i) for i in range(dns_replicas)]
         + [API]
     )
+    if libnetwork:
+        specs += LIBNETWORK_SPECS
     if only:
         specs = [s for s in specs if s.name in only or worker_group(s) in only]
     return specs

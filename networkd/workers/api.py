@@ -3,8 +3,8 @@
 The bus is read in the main thread; HTTP requests are served by threads that only read
 what the main thread replaces whole (no locks needed): the status document, rendered on
 every pass, and a read-only copy of the mirrors (``BusView.frozen``), taken when the bus
-brought something new, from which ``/metrics`` and ``/v1/dns/config`` render. The live
-mirrors change under ``poll()`` and are never handed to another thread.
+brought something new, from which ``/metrics``, ``/v1/dns/config`` and ``/v1/networks``
+render. The live mirrors change under ``poll()`` and are never handed to another thread.
 """
 
 import json
@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Tuple
 from networkd import status
 from networkd.bus.messages import CommandResult
 from networkd.bus.view import BusView, FrozenView
+from networkd.netdriver.view import networks_document
 from networkd.vip_api import (
     MAX_BODY,
     CommandBridge,
@@ -165,6 +166,11 @@ class Documents:
             doc["status"] = code
         return "application/json", json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
 
+    def networks(self) -> Tuple[str, bytes]:
+        """Container networks (-libnetwork): the same JSON as ``networkdctl net list --json``."""
+        doc = networks_document(self.mirrors.mirror)
+        return "application/json", json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
+
     def metrics(self) -> Tuple[str, bytes]:
         from networkd.metrics import render
 
@@ -190,6 +196,7 @@ def main(ctx: WorkerContext) -> int:
         "/v1/dns/config": docs.dns_config,
         "/metrics": docs.metrics,
         "/v1/vips": docs.vips,
+        "/v1/networks": docs.networks,
     }
     api = Api(routes, bridge, token)
     try:

@@ -281,16 +281,20 @@ def test_scriptlets_are_valid_shell(package: Package) -> None:
         assert check.returncode == 0, f"{tag}: {check.stderr}"
 
 
-def test_pre_creates_both_system_users_once(package: Package, tmp_path: Path) -> None:
+def test_pre_creates_the_system_users_once(package: Package, tmp_path: Path) -> None:
     body = scriptlet(package, "PREIN")
     calls = run_scriptlet(body, 1, tmp_path)
     useradds = {c[-1]: c for c in calls if c[0] == "useradd"}
-    assert set(useradds) == {"networkd", "networkd-dns"}
+    assert set(useradds) == {"networkd", "networkd-dns", "networkd-plugin"}
     for call in useradds.values():
         assert "-r" in call
         assert call[call.index("-s") + 1] == "/sbin/nologin"
         assert call[call.index("-g") + 1] == call[-1], "each user has its own group"
-    assert {c[-1] for c in calls if c[0] == "groupadd"} == {"networkd", "networkd-dns"}
+    assert {c[-1] for c in calls if c[0] == "groupadd"} == {
+        "networkd",
+        "networkd-dns",
+        "networkd-plugin",
+    }
     # An upgrade on a node where the users exist creates nothing.
     again = run_scriptlet(body, 2, tmp_path, known_users=True)
     assert not [c for c in again if c[0] in ("useradd", "groupadd")]

@@ -8,15 +8,11 @@ when the container stops and releases the VIP.
 """
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import tarfile
 from typing import Iterator, Tuple
 
 import pytest
 
+from tests.lab.dockerd import Dockerd
 from tests.lab.lab import Lab, LabNode
 from tests.support.daemon import wait_for
 
@@ -25,109 +21,24 @@ pytestmark = pytest.mark.lab
 VIP = "10.77.0.220"
 BRIDGE_IP = "172.31.77.1"
 PAGE = "hello from a docker container\n"
-BUSYBOX = "/bin/busybox"
 
 
-class Dockerd:
-    """A private dockerd in a node's network namespace."""
+def start_dockerd(node: LabNode) -> Dockerd:
+    """dockerd with its default bridge on a pre-made dkbr0 (the lab's docker0 is taken)."""
+    node.exec("ip", "link", "add", "dkbr0", "type", "bridge")
+    node.exec("ip", "addr", "add", f"{BRIDGE_IP}/24", "dev", "dkbr0")
+    node.exec("ip", "link", "set", "dkbr0", "up")
+    # the elector (user networkd) reads container states through the socket
+    return Dockerd(node, groups=["networkd"], extra_args=["--bridge", "dkbr0"])
 
-    def __init__(self, node: LabNode) -> None:
-        if shutil.which("dockerd") is None or not os.path.exists(BUSYBOX):
-            raise RuntimeError("dockerd or busybox-static missing: run scripts/setup.sh")
-        self.node = node
-        self.dir = os.path.join(node.lab.dir, "docker")
-        os.makedirs(self.dir)
-        self.socket = os.path.join(self.dir, "docker.sock")
-        node.exec("ip", "link", "add", "dkbr0", "type", "bridge")
-        node.exec("ip", "addr", "add", f"{BRIDGE_IP}/24", "dev", "dkbr0")
-        node.exec("ip", "link", "set", "dkbr0", "up")
-        self.log = open(os.path.join(self.dir, "dockerd.log"), "ab")
-        self.proc = subprocess.Popen(
-            [
-                "nsenter", f"--net=/run/netns/{node.ns}",
-                "dockerd",
-                "--data-root", os.path.join(self.dir, "data"),
-                "--exec-root", os.path.join(self.dir, "exec"),
-                "--pidfile", os.path.join(self.dir, "docker.pid"),
-                "-H", f"unix://{self.socket}",
-                # the elector (user networkd) reads container states through the socket
-                "--group", "networkd",
-                "--bridge", "dkbr0",
-                "--storage-driver", "vfs",
-                "--userland-proxy=false",
-            ],
-            stdout=self.log,
-            stderr=self.log,
-            start_new_session=True,
-        )  # fmt: skip
-        wait_for(lambda: self.docker("info", check=False).returncode == 0, 60, what="dockerd up")
 
-    def docker(
-        self, *args: str, check: bool = True, stdin: bytes = b""
-    ) -> "subprocess.CompletedProcess[bytes]":
-        return subprocess.run(
-            ["docker", "-H", f"unix://{self.socket}", *args],
-            input=stdin,
-            capture_output=True,
-            check=check,
-            timeout=60,
-        )
-
-    def import_busybox(self, tag: str) -> None:
-        rootfs = os.path.join(self.dir, "rootfs.tar")
-        page = os.path.join(self.dir, "index.html")
-        with open(page, "w") as f:
-            f.write(PAGE)
-        with tarfile.open(rootfs, "w") as tar:
-            tar.add(BUSYBOX, arcname="bin/busybox")
-            link = tarfile.TarInfo("bin/sh")
-            link.type = tarfile.SYMTYPE
-            link.linkname = "busybox"
-            tar.addfile(link)
-            tar.add(page, arcname="www/index.html")
-        with open(rootfs, "rb") as f:
-            self.docker("import", "-", tag, stdin=f.read())
-
-    def run_httpd(self, name: str, tag: str) -> Tuple[str, str]:
-        """Start the web container; (container id, container IP)."""
-        cid = self.docker(
-            "run",
-            "-d",
-            "--name",
-            name,
-            tag,
-            "/bin/busybox",
-            "httpd",
-            "-f",
-            "-p",
-            "80",
-            "-h",
-            "/www",
-        )
-        container_id = cid.stdout.decode().strip()
-        ip = (
-            self.docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", name)
-            .stdout.decode()
-            .strip()
-        )
-        return container_id, ip
-
-    def close(self) -> None:
-        self.docker("rm", "-f", "web", check=False)
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        self.log.close()
-        subprocess.run(
-            ["umount", "-R", os.path.join(self.dir, "exec")], capture_output=True, check=False
-        )
-        subprocess.run(
-            ["umount", "-R", os.path.join(self.dir, "data")], capture_output=True, check=False
-        )
+def run_httpd(dockerd: Dockerd, name: str, tag: str) -> Tuple[str, str]:
+    """Start the web container; (container id, container IP)."""
+    container_id = dockerd.out(
+        "run", "-d", "--name", name, tag, "/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"
+    )
+    ip = dockerd.out("inspect", "-f", "{{.NetworkSettings.IPAddress}}", name)
+    return container_id, ip
 
 
 @pytest.fixture
@@ -138,10 +49,10 @@ def lab() -> Iterator[Lab]:
 
 def test_a_real_docker_container_behind_a_vip(lab: Lab) -> None:
     node = lab.nodes[0]
-    dockerd = Dockerd(node)
+    dockerd = start_dockerd(node)
     try:
-        dockerd.import_busybox("busybox-httpd:local")
-        container_id, container_ip = dockerd.run_httpd("web", "busybox-httpd:local")
+        dockerd.import_busybox("busybox-httpd:local", {"/www/index.html": PAGE})
+        container_id, container_ip = run_httpd(dockerd, "web", "busybox-httpd:local")
         assert container_ip.startswith("172.31.77.")
         pod = {
             "InstanceNo": 1,
@@ -186,7 +97,7 @@ def test_a_real_docker_container_behind_a_vip(lab: Lab) -> None:
         status = node.daemon.status(0.5)
         assert [v["state"] for v in status["vips"] if v["ip"] == VIP] == ["INELIGIBLE"]
         # the rules linger 2 s after the address (docs/applier.md), then go
-        wait_for(lambda: not [r for r in node.nat_rules() if VIP in r], 4, what="rules removed")
+        wait_for(lambda: not [r for r in node.nat_rules() if VIP in r], 10, what="rules removed")
 
         # ... and taken again once it runs again.
         dockerd.docker("start", "web")
