@@ -10,13 +10,13 @@ code as etcd values (``networkd.etcd.validate.parse_health``); a bad file is rep
 alone and the others apply.
 """
 
-import json
 import os
 from typing import Dict, List, Tuple
 
 from networkd import keys
 from networkd.bus.messages import HealthCheck
 from networkd.etcd.validate import Problems, parse_health
+from networkd.json_object import load_object
 
 MAX_FILE = 64 * 1024
 
@@ -54,14 +54,7 @@ def parse_check_file(path: str) -> Tuple[str, HealthCheck]:
             data = f.read(MAX_FILE + 1)
     except OSError as exc:
         raise ValueError(f"cannot read: {exc.strerror}") from None
-    if len(data) > MAX_FILE:
-        raise ValueError(f"larger than {MAX_FILE} bytes")
-    try:
-        obj = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"not valid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise ValueError("expected a JSON object")
+    obj = load_object(data, MAX_FILE)
     try:
         ip = str(keys.parse_ip(str(obj.get("vip", "")).strip()))
     except keys.KeyLayoutError:

@@ -12,7 +12,9 @@ import ipaddress
 import logging
 import socket
 from dataclasses import dataclass
-from typing import Any, Iterable, List, Optional, Set, Tuple
+from typing import Iterable, List, Optional, Set, Tuple
+
+from networkd.net.netlink import NetlinkSocket
 
 log = logging.getLogger("networkd.applier")
 
@@ -72,27 +74,12 @@ class InterfaceMissing(RuntimeError):
     """The VIP interface does not exist (yet)."""
 
 
-class AddressTable:
+class AddressTable(NetlinkSocket):
     """Host-prefix addresses of one interface through netlink (pyroute2 IPRoute)."""
 
     def __init__(self, interface: str) -> None:
+        super().__init__()
         self.interface = interface
-        self._ipr: Any = None
-
-    def _route(self) -> Any:
-        if self._ipr is None:
-            from pyroute2 import IPRoute
-
-            self._ipr = IPRoute()
-        return self._ipr
-
-    def close(self) -> None:
-        if self._ipr is not None:
-            try:
-                self._ipr.close()
-            except Exception:  # closing a broken netlink socket: nothing left to do
-                pass
-            self._ipr = None
 
     def index(self) -> int:
         links = self._route().link_lookup(ifname=self.interface)

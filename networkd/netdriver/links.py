@@ -11,6 +11,7 @@ import os
 import socket
 from typing import Any, Dict, List, Optional, Set, Tuple
 
+from networkd.net.netlink import NetlinkSocket
 from networkd.netdriver.routes import (
     KIND_LOCAL,
     KIND_REMOTE,
@@ -52,26 +53,8 @@ def missing_kind_message(kind: str) -> str:
     )
 
 
-class LinkTable:
+class LinkTable(NetlinkSocket):
     """Netlink in the worker's network namespace; one socket, reopened after errors."""
-
-    def __init__(self) -> None:
-        self._ipr: Any = None
-
-    def _route(self) -> Any:
-        if self._ipr is None:
-            from pyroute2 import IPRoute
-
-            self._ipr = IPRoute()
-        return self._ipr
-
-    def close(self) -> None:
-        if self._ipr is not None:
-            try:
-                self._ipr.close()
-            except Exception:  # a broken netlink socket: nothing left to close
-                pass
-            self._ipr = None
 
     # -- links ------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import ipaddress
 import json
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
+from networkd.json_object import load_object
 from networkd.netdriver import messages as m
 from networkd.netdriver.records import (
     IPVLAN_MODES,
@@ -83,17 +84,12 @@ Parsed = Union[Request, Dict[str, Any]]
 
 def decode(body: bytes) -> Dict[str, Any]:
     """The JSON object of a request body (an empty body is ``{}``); raises BadRequest."""
-    if len(body) > MAX_BODY:
-        raise BadRequest(f"request body larger than {MAX_BODY} bytes")
     if not body.strip():
         return {}
     try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadRequest(f"request body is not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadRequest("request body is not a JSON object")
-    return data
+        return load_object(body, MAX_BODY)
+    except ValueError as exc:
+        raise BadRequest(f"request body: {exc}") from None
 
 
 def _field(data: Dict[str, Any], name: str, kind: type, required: bool = True) -> Any:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple, Union
 
 from networkd import keys
+from networkd.json_object import load_object
 
 MAX_VALUE_BYTES = 64 * 1024
 MODES = ("macvlan", "ipvlan", "routed")
@@ -124,15 +125,10 @@ Record = Union[NetworkRecord, HostRecord, BlockRecord, AddressRecord, RouteRecor
 
 
 def _object(value: bytes) -> Dict[str, Any]:
-    if len(value) > MAX_VALUE_BYTES:
-        raise RecordError(f"value larger than {MAX_VALUE_BYTES} bytes")
     try:
-        data = json.loads(value.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise RecordError(f"not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise RecordError("expected a JSON object")
-    return data
+        return load_object(value, MAX_VALUE_BYTES)
+    except ValueError as exc:
+        raise RecordError(str(exc)) from None
 
 
 def _str(data: Dict[str, Any], name: str, default: Optional[str] = None) -> str:

@@ -14,10 +14,11 @@ endpoint for it).
 import ipaddress
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Callable, Dict, List, Sequence
 
 from networkd import keys
+from networkd.bus.messages import NetStoreCounters
 from networkd.netdriver import ipam
 from networkd.netdriver import messages as m
 from networkd.netdriver.cluster import ClusterView, NetworkState
@@ -44,18 +45,6 @@ class Refusal(Exception):
     """A request that cannot be done; the text goes back to Docker."""
 
 
-@dataclass
-class Counters:
-    requests: int = 0
-    refused: int = 0
-    allocations: int = 0
-    releases: int = 0
-    reclaimed: int = 0
-    blocks_claimed: int = 0
-    blocks_released: int = 0
-    conflicts: int = 0
-
-
 class NetService:
     def __init__(
         self,
@@ -73,7 +62,7 @@ class NetService:
         self.links = links
         self.clock = clock
         self.cursors: Dict[ipaddress.IPv4Network, ipaddress.IPv4Address] = {}
-        self.counters = Counters()
+        self.counters = NetStoreCounters()  # lease_alive and docker_error: set by the loop
         self.handlers: Dict[type, Callable[[Any], m.Reply]] = {
             m.RequestPool: self.request_pool,
             m.ReleasePool: self.release_pool,

@@ -13,6 +13,7 @@ import pwd
 import queue
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Dict, Optional, Tuple
 
 import zmq
@@ -24,7 +25,6 @@ from networkd.bus.messages import (
     NetBlock,
     NetHost,
     NetNetwork,
-    NetStoreCounters,
 )
 from networkd.election.etcdconn import connect
 from networkd.election.lease import LeaseKeeper
@@ -318,18 +318,7 @@ class StoreLoop:
         c = self.service.counters
         self.counters_topic.set(
             "counters",
-            NetStoreCounters(
-                requests=c.requests,
-                refused=c.refused,
-                allocations=c.allocations,
-                releases=c.releases,
-                reclaimed=c.reclaimed,
-                blocks_claimed=c.blocks_claimed,
-                blocks_released=c.blocks_released,
-                conflicts=c.conflicts,
-                lease_alive=self.keeper.alive(),
-                docker_error=self.docker_error,
-            ),
+            replace(c, lease_alive=self.keeper.alive(), docker_error=self.docker_error),
         )
 
     def close(self) -> None:

@@ -197,7 +197,7 @@ def test_bad_requests_show_the_plugins_error_and_create_nothing(netlab: NetLab) 
 
     node = netlab.nodes[0]
     status, body = netlab.plugin_post(node, "/NetworkDriver.CreateNetwork", b'{"NetworkID": ')
-    assert status == 400 and "not JSON" in body["Err"], (status, body)
+    assert status == 400 and "not valid JSON" in body["Err"], (status, body)
     status, body = netlab.plugin_post(node, "/NetworkDriver.CreateEndpoint", b'{"NetworkID": 7}')
     assert status == 400 and "NetworkID" in body["Err"], (status, body)
     status, body = netlab.plugin_post(node, "/NetworkDriver.Unheard", b"{}")

@@ -118,9 +118,9 @@ def test_every_method_docker_calls_is_served() -> None:
     "path, raw, error, message",
     [
         ("/NetworkDriver.AllocateNetwork", b"{}", protocol.NotFound, "no plugin method"),
-        ("/NetworkDriver.CreateNetwork", b'{"NetworkID": ', protocol.BadRequest, "not JSON"),
-        ("/NetworkDriver.CreateNetwork", b"[1, 2]", protocol.BadRequest, "not a JSON object"),
-        ("/NetworkDriver.CreateNetwork", b"\xff\xfe", protocol.BadRequest, "not JSON"),
+        ("/NetworkDriver.CreateNetwork", b'{"NetworkID": ', protocol.BadRequest, "not valid JSON"),
+        ("/NetworkDriver.CreateNetwork", b"[1, 2]", protocol.BadRequest, "expected a JSON object"),
+        ("/NetworkDriver.CreateNetwork", b"\xff\xfe", protocol.BadRequest, "not valid JSON"),
         ("/NetworkDriver.Join", body({"NetworkID": 7, "EndpointID": EID}), protocol.BadRequest,
          "NetworkID: expected str"),
         ("/NetworkDriver.Join", body({"NetworkID": "../../x", "EndpointID": EID}),
@@ -179,7 +179,7 @@ def test_http_status_and_error_body_per_kind_of_problem() -> None:
 
     assert handle("/Nope.Method", b"{}", forward)[0] == 404
     status, answer = handle("/NetworkDriver.Join", b"{", forward)
-    assert status == 400 and "not JSON" in answer["Err"]
+    assert status == 400 and "not valid JSON" in answer["Err"]
     status, answer = handle("/NetworkDriver.CreateNetwork", create_network({"mode": "x"}), forward)
     # Docker's driver client reads Err, its IPAM client Error: both carry the message.
     assert status == 200 and answer["Err"] == answer["Error"] and "unknown mode" in answer["Err"]
