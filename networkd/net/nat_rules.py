@@ -239,7 +239,7 @@ class NatRules:
         # How long to wait for the xtables lock before XtablesLockTimeout: the applier
         # waits only a moment and retries, so nothing else it does waits behind iptables.
         self.lock_timeout = lock_timeout
-        self._rule_cache: Dict[NatRule, "Entry"] = {}
+        self._rule_cache: Dict[NatRule, Entry] = {}
         self._parsed: Dict[bytes, Optional[NatRule]] = {}
 
     # -- python-iptables access ---------------------------------------------------------

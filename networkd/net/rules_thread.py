@@ -112,7 +112,7 @@ class RulesThread:
     def _run(self) -> None:
         try:
             self.nat.load()  # python-iptables' import (~0.3 s) while the elector contends
-        except Exception as exc:  # noqa: BLE001 - the first apply reports it properly
+        except Exception as exc:
             log.warning("python-iptables not loaded reason=%s", exc)
         done = -1
         while True:
