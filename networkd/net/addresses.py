@@ -12,9 +12,9 @@ import ipaddress
 import logging
 import socket
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Set, Tuple
+from typing import Iterable, List, Set, Tuple
 
-from networkd.net.netlink import NetlinkSocket
+from networkd.net.netlink import NetlinkSocket, netlink_errno
 
 log = logging.getLogger("networkd.applier")
 
@@ -121,7 +121,7 @@ class AddressTable(NetlinkSocket):
                 "add", index=self.index(), address=ip, prefixlen=host_prefix(ip), **kwargs
             )
         except Exception as exc:
-            if _errno(exc) == errno.EEXIST:
+            if netlink_errno(exc) == errno.EEXIST:
                 return False
             raise
         return True
@@ -132,7 +132,7 @@ class AddressTable(NetlinkSocket):
         try:
             self._route().addr("del", index=self.index(), address=ip, prefixlen=host_prefix(ip))
         except Exception as exc:
-            if _errno(exc) in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH):
+            if netlink_errno(exc) in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH):
                 return False
             raise
         return True
@@ -142,15 +142,3 @@ class AddressTable(NetlinkSocket):
         added = [ip for ip in plan.add if self.add(ip)]
         removed = [ip for ip in plan.remove if self.remove(ip)]
         return added, removed
-
-
-def _errno(exc: BaseException) -> Optional[int]:
-    code = getattr(exc, "code", None)
-    if isinstance(code, int):
-        return code
-    if isinstance(exc, OSError):
-        return exc.errno
-    args = getattr(exc, "args", ())
-    if args and isinstance(args[0], int):
-        return int(args[0])
-    return None

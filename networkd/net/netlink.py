@@ -5,7 +5,7 @@ worker forks or drops privileges in some tests, and a netlink socket must belong
 process (and network namespace) that uses it.
 """
 
-from typing import Any
+from typing import Any, Optional
 
 
 class NetlinkSocket:
@@ -29,3 +29,16 @@ class NetlinkSocket:
             except Exception:  # closing a broken netlink socket: nothing left to do
                 pass
             self._ipr = None
+
+
+def netlink_errno(exc: BaseException) -> Optional[int]:
+    """The errno of a failed netlink call (pyroute2's NetlinkError carries it as ``code``)."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, int):
+        return code
+    if isinstance(exc, OSError):
+        return exc.errno
+    args = getattr(exc, "args", ())
+    if args and isinstance(args[0], int):
+        return int(args[0])
+    return None

@@ -9,9 +9,9 @@ import errno
 import logging
 import os
 import socket
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Set, Tuple
 
-from networkd.net.netlink import NetlinkSocket
+from networkd.net.netlink import NetlinkSocket, netlink_errno
 from networkd.netdriver.routes import (
     KIND_LOCAL,
     KIND_REMOTE,
@@ -35,15 +35,6 @@ SYSCTL_ROOT = "/proc/sys/net/ipv4"
 
 class LinkError(RuntimeError):
     """A link operation that cannot be done; the message is shown to the user."""
-
-
-def _errno(exc: BaseException) -> Optional[int]:
-    code = getattr(exc, "code", None)
-    if isinstance(code, int):
-        return code
-    if isinstance(exc, OSError):
-        return exc.errno
-    return None
 
 
 def missing_kind_message(kind: str) -> str:
@@ -87,7 +78,7 @@ class LinkTable(NetlinkSocket):
                 "add", index=index, address=LINK_GATEWAY, prefixlen=32, scope=RT_SCOPE_LINK
             )
         except Exception as exc:
-            if _errno(exc) != errno.EEXIST:
+            if netlink_errno(exc) != errno.EEXIST:
                 raise LinkError(f"cannot give {host} the gateway address: {exc}") from None
         # The container's default route is on-link: the host side must answer its ARP for
         # any address (proxy_arp) without the default 0.8 s proxy delay.
@@ -117,7 +108,7 @@ class LinkTable(NetlinkSocket):
         try:
             self._route().link("add", ifname=name, **kwargs)
         except Exception as exc:
-            code = _errno(exc)
+            code = netlink_errno(exc)
             if code == errno.EEXIST:
                 return False
             if code == errno.EOPNOTSUPP:
@@ -132,7 +123,7 @@ class LinkTable(NetlinkSocket):
         try:
             self._route().link("del", index=index)
         except Exception as exc:
-            if _errno(exc) in (errno.ENODEV, errno.ENOENT):
+            if netlink_errno(exc) in (errno.ENODEV, errno.ENOENT):
                 return False
             raise
         return True
@@ -182,7 +173,7 @@ class LinkTable(NetlinkSocket):
                 ipr.route("del", dst=route.dst, proto=ROUTE_PROTO, table=MAIN_TABLE)
                 changed += 1
             except Exception as exc:
-                if _errno(exc) not in (errno.ESRCH, errno.ENOENT):
+                if netlink_errno(exc) not in (errno.ESRCH, errno.ENOENT):
                     errors.append(f"remove {route.dst}: {exc}")
         for route in plan.add + plan.replace:
             try:
