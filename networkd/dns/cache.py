@@ -13,6 +13,7 @@ do not fit (networkd/dns/answers.py). Bounded by bytes: when full, the oldest en
 first (insertion order, the same in every copy).
 """
 
+import math
 import struct
 from typing import Dict, Iterator, NamedTuple, Optional, Tuple
 
@@ -104,6 +105,20 @@ class ForwardCache:
         entry = self._entries.pop(key, None)
         if entry is not None:
             self.bytes -= entry_size(key, entry)
+
+
+def exact_until(entry: CacheEntry, now: float) -> float:
+    """Until when ``patched_body(entry, t)`` stays what it is at ``now`` (exclusive): the
+    next instant a TTL counts down, each whole second after ``stored_at`` (or before
+    ``expires_at``), and never past the expiry. ``now`` itself when a TTL counts down
+    right after this instant (``now`` on such a second): nothing to keep then."""
+    since = now - entry.stored_at
+    step = 1.0 - (since - math.floor(since))
+    left = entry.expires_at - now
+    cap = left - math.floor(left)
+    if step >= 1.0 or cap == 0.0:
+        return now
+    return min(now + step, now + cap, entry.expires_at)
 
 
 def patched_body(entry: CacheEntry, now: float, end: Optional[int] = None) -> bytes:

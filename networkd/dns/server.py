@@ -3,7 +3,9 @@
 Hot path (UDP): ``recvmmsg`` a batch -> for each query, look the bytes after its ID up
 in a memo of finished answers -> prepend the ID -> one ``sendmmsg`` for the batch. The
 memo holds answers for local names (cleared whenever the zone changes) and, in a second
-memo cleared every second (so TTLs still count down), answers built from the cache. A
+memo, answers built from the cache, each kept only until one of its TTLs counts down
+(``cache.exact_until``: every entry on its own second, so they are rebuilt spread over
+the second, not all at once). A
 memo miss takes the slow path: parse (networkd/dns/wire.py), the zone, the replica's
 copy of the node's cache (networkd/dns/cache.py, filled by the forwarder), else hand the
 query to the forwarder (networkd/dns/replica_link.py). A batch is answered, and its
@@ -26,7 +28,7 @@ import time
 from typing import Any, Dict, Optional, Tuple, Union
 
 from networkd.dns import answers, wire
-from networkd.dns.cache import ForwardCache
+from networkd.dns.cache import ForwardCache, exact_until
 from networkd.dns.mmsg import BatchedUdp, PlainUdp
 from networkd.dns.replica_link import ForwarderLink
 from networkd.dns.stats import ReplicaStats
@@ -68,6 +70,30 @@ class Memo:
         self.bytes = 0
 
 
+class TimedMemo(Memo):
+    """Answers built from the cache, each with the instant it stops being exact."""
+
+    def __init__(self, max_bytes: int = MEMO_BYTES) -> None:
+        super().__init__(max_bytes)
+        self.timed: Dict[bytes, Tuple[bytes, float]] = {}
+
+    def put_until(self, key: bytes, answer: bytes, until: float) -> None:
+        if len(key) > MEMO_KEY_MAX:
+            return
+        size = len(key) + len(answer) + 160
+        if key in self.timed:  # a rebuilt answer (its TTLs counted down): about as large
+            self.timed[key] = (answer, until)
+            return
+        if self.bytes + size > self.max_bytes:
+            self.clear()
+        self.timed[key] = (answer, until)
+        self.bytes += size
+
+    def clear(self) -> None:
+        super().clear()
+        self.timed.clear()
+
+
 class DnsServer:
     """Serves DNS on the shared listening sockets until ``stop()``."""
 
@@ -96,8 +122,7 @@ class DnsServer:
         self._zone = Zone({}, {}, 0)
         self._memo = Memo()
         self._memo_version = -1
-        self._fmemo = Memo()
-        self._fmemo_second = -1
+        self._fmemo = TimedMemo()
         self._udp_io: Union[BatchedUdp, PlainUdp] = PlainUdp(udp)
         if USE_MMSG:
             try:
@@ -208,22 +233,18 @@ class DnsServer:
 
     # ------------------------------------------------------------------ UDP
 
-    def _refresh_memos(self, zone: Zone, now: float) -> None:
+    def _refresh_memos(self, zone: Zone) -> None:
         if zone.version != self._memo_version:
             self._memo.clear()
             self._fmemo.clear()  # a name that became local must not be served from it
             self._memo_version = zone.version
-        second = int(now)
-        if second != self._fmemo_second:
-            self._fmemo.clear()
-            self._fmemo_second = second
 
     def _drain_udp(self) -> None:
         """Up to UDP_BATCHES batches: each received, answered and handed over in turn."""
         io = self._udp_io
         link = self.link
         memo_get = self._memo.answers.get
-        fmemo_get = self._fmemo.answers.get
+        fmemo_get = self._fmemo.timed.get
         rcodes = self.stats.rcodes
         for _ in range(UDP_BATCHES):
             try:
@@ -235,11 +256,15 @@ class DnsServer:
                 return
             zone = self._zone
             now = time.monotonic()
-            self._refresh_memos(zone, now)
+            self._refresh_memos(zone)
             replies = []
             for slot, data in got:
                 key = data[2:]
-                answer = memo_get(key) or fmemo_get(key)
+                answer = memo_get(key)
+                if answer is None:
+                    timed = fmemo_get(key)
+                    if timed is not None and timed[1] > now:
+                        answer = timed[0]
                 if answer is None:
                     full = self._slow_udp(data, io.address(slot), zone, now)
                     if full is not None:
@@ -255,43 +280,47 @@ class DnsServer:
 
     def _slow_udp(self, data: bytes, addr: Any, zone: Zone, now: float) -> Optional[bytes]:
         try:
-            answer, memo = self._answer(data, addr, zone, now, tcp=False)
+            answer, memo, until = self._answer(data, addr, zone, now, tcp=False)
         except Exception:  # never let one packet stop the replica
             log.exception("dns query failed from=%s", addr)
             return None
-        if answer is not None and memo in (LOCAL, CACHED):
-            (self._memo if memo == LOCAL else self._fmemo).put(data[2:], answer[2:])
+        if answer is not None:
+            if memo == LOCAL:
+                self._memo.put(data[2:], answer[2:])
+            elif memo == CACHED:
+                self._fmemo.put_until(data[2:], answer[2:], until)
         return answer
 
     # ------------------------------------------------------------------ answers
 
     def _answer(
         self, data: bytes, client: Client, zone: Zone, now: float, tcp: bool
-    ) -> Tuple[Optional[bytes], int]:
-        """(answer or None, how). None: no answer now (ignored, or HANDED to the forwarder)."""
+    ) -> Tuple[Optional[bytes], int, float]:
+        """(answer or None, how, until when a CACHED answer is exact). None: no answer now
+        (ignored, or HANDED to the forwarder)."""
         try:
             q = wire.parse_query(data)
         except wire.Ignore:
-            return None, 0
+            return None, 0, 0.0
         except wire.FormatError:
-            return answers.formerr_answer(data), 0
+            return answers.formerr_answer(data), 0, 0.0
         if q.flags & wire.OPCODE_MASK:
-            return answers.error_answer(q, wire.RCODE_NOTIMP), 0
+            return answers.error_answer(q, wire.RCODE_NOTIMP), 0, 0.0
         if q.edns is not None and q.edns.version != 0:
-            return answers.error_answer(q, wire.RCODE_BADVERS), 0
+            return answers.error_answer(q, wire.RCODE_BADVERS), 0, 0.0
         if q.qtype in wire.ZONE_TRANSFERS:
-            return answers.error_answer(q, wire.RCODE_REFUSED), 0
+            return answers.error_answer(q, wire.RCODE_REFUSED), 0, 0.0
         limit = answers.limit_for(q, tcp)
         if q.qclass == wire.CLASS_IN:
             record = zone.lookup(q.lname)
             if record is not None:
-                return answers.local_answer(q, record, limit), LOCAL
+                return answers.local_answer(q, record, limit), LOCAL, 0.0
         entry = self.cache.get(q.cache_key(), now)
         if entry is not None:
             self.stats.cache_hits += 1
-            return answers.cached_answer(q, entry, now, limit), CACHED
+            return answers.cached_answer(q, entry, now, limit), CACHED, exact_until(entry, now)
         self.link.ask(client, data, tcp, now)
-        return None, HANDED
+        return None, HANDED, 0.0
 
     def _servfail(self, client: Any, data: bytes, tcp: bool) -> None:
         """No forwarder answered in time: SERVFAIL from here."""
@@ -313,7 +342,7 @@ class DnsServer:
     def _tcp_query(self, conn: TcpConn, data: bytes, now: float) -> Optional[bytes]:
         self.stats.queries += 1
         try:
-            answer, how = self._answer(data, conn, self._zone, now, tcp=True)
+            answer, how, _ = self._answer(data, conn, self._zone, now, tcp=True)
         except Exception:
             log.exception("dns query failed from=%s", conn.peer)
             return None

@@ -8,7 +8,13 @@ import dns.message
 import dns.rrset
 
 from networkd.dns import channel
-from networkd.dns.cache import ForwardCache, entry_size, failure_entry, patched_body
+from networkd.dns.cache import (
+    ForwardCache,
+    entry_size,
+    exact_until,
+    failure_entry,
+    patched_body,
+)
 from tests.support.dnswire import fill_of
 
 
@@ -29,6 +35,27 @@ def test_positive_entry_ttl_counts_down_and_expires() -> None:
     assert int.from_bytes(body[6:10], "big") == 69  # 69.5 s left, rounded down
     assert cache.get(b"key-1", 1099.0) is not None
     assert cache.get(b"key-1", 1100.0) is None and len(cache) == 0 and cache.bytes == 0
+
+
+def test_a_memoised_answer_is_exact_until_its_next_countdown() -> None:
+    """A replica keeps a cached answer until ``exact_until``: up to then the TTLs it shows
+    are what a fresh answer would show; at that instant they count down. Entries stored at
+    other fractions of a second count down at other instants (their rebuilds spread)."""
+    _query, data = answer(100)
+    for stored in (1000.0, 1000.3, 1000.95):
+        entry = fill_of(data, stored).entry
+        for now in (stored, stored + 0.5, stored + 41.2, stored + 99.01, stored + 7.0):
+            until = exact_until(entry, now)
+            assert now <= until <= min(now + 1.0, entry.expires_at) + 1e-9
+            same = patched_body(entry, now)
+            if until > now:
+                assert patched_body(entry, until - 1e-6) == same
+            if until < entry.expires_at:
+                assert patched_body(entry, until + 1e-6) != same
+    # table: (stored at, now) -> until
+    entry = fill_of(data, 10.3).entry
+    for now, want in ((10.3, 10.3), (10.8, 11.3), (12.0, 12.3), (109.9, 110.3)):
+        assert abs(exact_until(entry, now) - want) < 1e-9, (now, want)
 
 
 def test_negative_caching_uses_soa_minimum() -> None:
