@@ -20,7 +20,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from networkd.net.xtables import rule_fields, strip_comment_quotes, xtables_lock
+from networkd.net.xtables import (
+    XtablesLockTimeout,
+    rule_fields,
+    strip_comment_quotes,
+    xtables_lock,
+)
 
 log = logging.getLogger("networkd.applier")
 
@@ -203,6 +208,9 @@ class NatResult:
     jumps_fixed: int = 0
     chains_created: int = 0
     actual: List[NatRule] = field(default_factory=list)
+    # family -> why its rules could not be applied (the other family's still were; its
+    # rules are then missing from ``actual``, so its addresses wait for them)
+    failed: Dict[int, str] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
@@ -358,7 +366,12 @@ class NatRules:
         for family in (4, 6):
             if family == 6 and not by_family[6] and not self._v6_chains_exist():
                 continue
-            self._apply_family(family, by_family[family], verify, result)
+            try:
+                self._apply_family(family, by_family[family], verify, result)
+            except XtablesLockTimeout:
+                raise  # the whole pass waits for the lock, and is retried
+            except Exception as exc:  # one family's failure must not hold up the other's
+                result.failed[family] = f"{type(exc).__name__}: {exc}"
         return result
 
     def _v6_chains_exist(self) -> bool:

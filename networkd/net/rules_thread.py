@@ -63,6 +63,7 @@ class RulesThread:
         self._last_nat: Optional[frozenset] = None
         self._last_acl = ""
         self._acl_failures: Dict[int, str] = {}
+        self._nat_failures: Dict[int, str] = {}
         self._thread = threading.Thread(target=self._run, name="applier-rules", daemon=True)
 
     def start(self) -> "RulesThread":
@@ -157,6 +158,11 @@ class RulesThread:
             with self._cond:
                 self._state.nat_actual = None
             return
+        for family, reason in sorted(result.failed.items()):
+            if self._nat_failures.get(family) != reason:
+                log.error("nat apply failed family=%d reason=%s (its VIPs wait for their rules)",
+                          family, reason)  # fmt: skip
+        self._nat_failures = dict(result.failed)
         wanted = frozenset(rules)
         changes = result.added + result.removed + result.jumps_fixed + result.chains_created
         with self._cond:
