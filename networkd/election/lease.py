@@ -397,6 +397,11 @@ class LeaseKeeper:
             self._revoke_one(int(lease.id))
             return
         log.info("lease granted id=%x ttl_s=%d", lease.id, lease.ttl)
+        if int(lease.ttl) != int(self.ttl):
+            # etcd raises a lease below its minimum (1.5 x its election timeout, rounded up)
+            log.warning("lease ttl differs from -vip.ttl requested_s=%d granted_s=%d: renewed"
+                        " at the granted ttl (etcd's minimum is 1.5 x its election timeout)",
+                        int(self.ttl), int(lease.ttl))  # fmt: skip
         self._write_file(int(lease.id), retiring)
 
     def _write_file(self, lease_id: int, retiring: int) -> None:

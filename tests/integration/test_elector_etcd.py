@@ -214,3 +214,27 @@ def test_claim_race_has_exactly_one_winner(etcd, contenders):
     assert sum(1 for r in results if r) == 1
     for c in clients:
         c.close()
+
+
+def test_a_lease_below_etcds_minimum_is_renewed_at_the_granted_ttl(tmp_path, caplog):
+    """etcd raises a lease below 1.5 x its election timeout (rounded up to seconds): with
+    etcd's default timing (heartbeat 100 ms, election 1 s) `-vip.ttl 1` gets a 2 s lease.
+    The keeper says so and paces its renewals and its liveness by the granted TTL."""
+    from tests.support.etcd import EtcdServer
+
+    server = EtcdServer(heartbeat_ms=100, election_ms=1000).start()
+    try:
+        conn = _connector(server)
+        keeper = LeaseKeeper(lambda: conn(0.4), 1.0, str(tmp_path / "lease"), hostname="n1")
+        with caplog.at_level("WARNING", logger="networkd.elector"):
+            keeper.start()
+        try:
+            assert keeper.alive() and keeper.health().ttl_s == 2.0
+            assert any("requested_s=1 granted_s=2" in r.getMessage() for r in caplog.records)
+            time.sleep(2.5)  # more than the requested TTL: the 2 s lease is still renewed
+            assert keeper.alive() and keeper.health().keepalive_failures == 0
+        finally:
+            assert keeper.revoke()
+            keeper.stop()
+    finally:
+        server.close()
