@@ -237,13 +237,31 @@ class Entry:
     mask: Any
 
 
+def v6_chains_exist() -> bool:
+    """Whether our chains are in ip6tables' nat table (no DNAT needed to tell)."""
+    try:
+        import iptc
+
+        table = iptc.Table6(iptc.Table6.NAT, autocommit=False)
+        table.refresh()
+        return any(table.is_chain(c) for c in JUMPS.values())
+    except Exception:  # no ip6tables nat in this kernel: nothing of ours there
+        return False
+
+
 class NatRules:
     """Our nat chains through python-iptables (IPv4 table; IPv6 when a v6 VIP needs it).
 
     ``apply`` is idempotent and always compares against the kernel's rules. Entries are
     recognised by their bytes (minus counters); ``verify`` drops that memo and parses all."""
 
-    def __init__(self, lock_timeout: Optional[float] = 5.0) -> None:
+    def __init__(
+        self, lock_timeout: Optional[float] = 5.0, families: Tuple[int, ...] = (4, 6)
+    ) -> None:
+        # ``families``: the address families this process handles. The applier's own
+        # process does IPv4 only and a helper process IPv6 (networkd/net/nat_helper.py:
+        # python-iptables finds DNAT for one family per process with iptables 1.8).
+        self.families = families
         # How long to wait for the xtables lock before XtablesLockTimeout: the applier
         # waits only a moment and retries, so nothing else it does waits behind iptables.
         self.lock_timeout = lock_timeout
@@ -363,8 +381,8 @@ class NatRules:
         for rule in desired:
             by_family[rule.family].append(rule)
         result = NatResult()
-        for family in (4, 6):
-            if family == 6 and not by_family[6] and not self._v6_chains_exist():
+        for family in self.families:
+            if family == 6 and not by_family[6] and not v6_chains_exist():
                 continue
             try:
                 self._apply_family(family, by_family[family], verify, result)
@@ -373,14 +391,6 @@ class NatRules:
             except Exception as exc:  # one family's failure must not hold up the other's
                 result.failed[family] = f"{type(exc).__name__}: {exc}"
         return result
-
-    def _v6_chains_exist(self) -> bool:
-        try:
-            table = self._table(6)
-            table.refresh()
-            return any(table.is_chain(c) for c in JUMPS.values())
-        except Exception:  # no ip6tables nat in this kernel: nothing of ours there
-            return False
 
     def _apply_family(
         self, family: int, desired: List[NatRule], verify: bool, result: NatResult
@@ -464,7 +474,7 @@ class NatRules:
         """Remove the jumps and our chains (final stop). Returns rules removed."""
         iptc = self._iptc()
         removed = 0
-        for family in (4, 6):
+        for family in self.families:
             try:
                 with xtables_lock(timeout=self.lock_timeout):
                     table = self._table(family)

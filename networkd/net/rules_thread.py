@@ -18,7 +18,8 @@ import time
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from networkd.net.acl_rules import AclRules
-from networkd.net.nat_rules import NatRule, NatRules
+from networkd.net.nat_helper import FamilyNat
+from networkd.net.nat_rules import NatRule
 
 log = logging.getLogger("networkd.applier")
 
@@ -42,7 +43,7 @@ class RulesState:
 class RulesThread:
     def __init__(
         self,
-        nat: NatRules,
+        nat: FamilyNat,
         acl: Optional[AclRules],
         wake: Callable[[], None],
         periodic: float = PERIODIC_S,

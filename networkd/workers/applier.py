@@ -46,7 +46,8 @@ from networkd.net.addresses import AddressTable, InterfaceMissing, normalize_ip,
 from networkd.net.carrier import CarrierWatch
 from networkd.net.claims import Claim, ClaimListener
 from networkd.net.garp import Announcer, GarpSchedule
-from networkd.net.nat_rules import NatRule, NatRules
+from networkd.net.nat_helper import FamilyNat
+from networkd.net.nat_rules import NatRule
 from networkd.net.rules_thread import RulesState, RulesThread
 from networkd.net.vip_plan import (
     HostWant,
@@ -113,7 +114,7 @@ class Applier:
         interface = self.config.net_interface
         self.addresses = AddressTable(interface)
         # The rules thread waits for the xtables lock like `iptables -w`; nothing else does.
-        self.nat = NatRules(lock_timeout=None)
+        self.nat = FamilyNat(lock_timeout=None)  # IPv6 rules in a helper process (nat_helper.py)
         self.acl: Optional[AclRules] = AclRules(lock_timeout=None) if self.config.acl else None
         self.wakeup = Wakeup()
         self.rules = RulesThread(self.nat, self.acl, self.wakeup.poke)

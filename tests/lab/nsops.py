@@ -8,16 +8,18 @@ from typing import Any, Dict, List, Optional, Tuple
 from networkd.net.acl_rules import AclResult, AclRules, FilterRule
 from networkd.net.addresses import AddressTable
 from networkd.net.garp import Announcer
-from networkd.net.nat_rules import NatResult, NatRule, NatRules
+from networkd.net.nat_helper import FamilyNat
+from networkd.net.nat_rules import NatResult, NatRule
 
-_nat: Optional[NatRules] = None
+_nat: Optional[FamilyNat] = None
 _acl: Optional[AclRules] = None
 
 
-def nat() -> NatRules:
+def nat() -> FamilyNat:
+    """The applier's nat adapter: IPv4 here, IPv6 in its helper process."""
     global _nat
     if _nat is None:
-        _nat = NatRules()
+        _nat = FamilyNat()
     return _nat
 
 
@@ -33,7 +35,7 @@ def nat_apply(rules: List[NatRule], verify: bool = True) -> NatResult:
 
 
 def nat_read() -> Dict[str, List[Optional[NatRule]]]:
-    return nat().read()
+    return nat().v4.read()
 
 
 def nat_remove_all() -> int:

@@ -87,3 +87,33 @@ def test_ipv6_vip_dnat_failover_yield_and_port_only(lab: Lab) -> None:
     ))  # fmt: skip
     lab.wait(lambda: client.try_tcp(node.ip6, 9000, 0.5) == f"{node.name} 9000", 10,
              "port-only mapping on [v6]:port")  # fmt: skip
+
+
+def test_one_node_serves_ipv4_and_ipv6_vips() -> None:
+    """A node holding an IPv4 and an IPv6 VIP gets the DNAT rules of both (iptables 1.8
+    finds DNAT for one address family per process: the applier makes the IPv6 rules in its
+    helper process, networkd/net/nat_helper.py) and serves both from the client."""
+    vip4 = "10.77.0.210"
+    with Lab(nodes=1, clients=1, ipv6=True) as lab:
+        etcd = lab.etcd.client()
+        etcd.put(
+            "/lain/deployd/pod_groups/web6/web6.web6.worker",
+            lab.pod_group(lab.nodes, app="web6", ipv6=True),
+        )
+        etcd.put("/lain/deployd/pod_groups/web/web.web.worker", lab.pod_group(lab.nodes))
+        etcd.put(f"/lain/config/vips/{vip4}", value("web"))
+        etcd.put(f"/lain/config/vips/{VIP6}", value())
+        node = lab.nodes[0]
+        node.start_networkd(workers=WORKERS, docker_endpoint="")
+        node.daemon.wait_running(WORKERS, timeout=20)
+        client = lab.client
+        lab.wait(lambda: client.try_tcp(vip4, 80) == f"{node.name} 80", 15, "served over IPv4")
+        lab.wait(lambda: client.try_tcp(VIP6, 80) == f"{node.name} 80", 15, "served over IPv6")
+        rules4 = node.exec("iptables", "-w", "-t", "nat", "-S", "lain-PREROUTING")
+        rules6 = node.exec("ip6tables", "-w", "-t", "nat", "-S", "lain-PREROUTING")
+        assert f"-d {vip4}/32" in rules4 and f"-d {VIP6}/128" in rules6
+        assert "nat apply failed" not in node.daemon.log()
+        assert node.stop_networkd() == 0  # the final stop removes both families' chains
+        assert "lain-PREROUTING" not in node.exec("iptables", "-w", "-t", "nat", "-S")
+        assert "lain-PREROUTING" not in node.exec("ip6tables", "-w", "-t", "nat", "-S")
+        etcd.close()
