@@ -233,8 +233,25 @@ def test_a_lease_below_etcds_minimum_is_renewed_at_the_granted_ttl(tmp_path, cap
             assert any("requested_s=1 granted_s=2" in r.getMessage() for r in caplog.records)
             time.sleep(2.5)  # more than the requested TTL: the 2 s lease is still renewed
             assert keeper.alive() and keeper.health().keepalive_failures == 0
+            first = keeper.lease_id
         finally:
-            assert keeper.revoke()
-            keeper.stop()
+            keeper.stop()  # a plain restart: no revoke
+        # The restart resumes that lease: a lease etcd raised is not a changed -vip.ttl.
+        again = LeaseKeeper(lambda: conn(0.4), 1.0, str(tmp_path / "lease"), hostname="n1")
+        again.start()
+        try:
+            assert again.resumed and again.lease_id == first and again.alive()
+            time.sleep(0.5)
+            assert again.lease_id == first  # not replaced "for the new TTL"
+        finally:
+            again.stop()
+        # A changed -vip.ttl still gets a lease of its own (the old one retires).
+        third = LeaseKeeper(lambda: conn(0.4), 3.0, str(tmp_path / "lease"), hostname="n1")
+        third.start()
+        try:
+            assert third.lease_id not in (0, first) and third.health().ttl_s == 3.0
+        finally:
+            assert third.revoke()
+            third.stop()
     finally:
         server.close()
