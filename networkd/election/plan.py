@@ -181,6 +181,12 @@ def plan_vips(p: PlanInput) -> VipPlan:
         eligible_nodes = [n for n in nodes if n not in cfg.excluded_nodes]
         if move is not None:  # the node it moves away from is no candidate: rank without it
             eligible_nodes = [n for n in eligible_nodes if n != move.source]
+        last = p.last_holder.get(ip, "")
+        if last and last != me:
+            # The last holder let the lock go (its check failed, it gave the VIP away or
+            # stopped) or died: no candidate either, so the best of the others claims at
+            # once instead of waiting a ranking step behind it.
+            eligible_nodes = [n for n in eligible_nodes if n != last]
         rank = spread.rendezvous_rank(ip, me, eligible_nodes)
         least = min([held_of[pk].get(n, 0) for n in eligible_nodes] + [held])
         out.compete[ip] = spread.compete_delay(held, share, rank, p.over_share_delay, least=least)

@@ -294,3 +294,25 @@ def test_no_rebalancing_while_settling_or_while_presence_moves():
     assert plan_vips(base_input(**common)).giveaway  # settled: one is given away
     assert not plan_vips(base_input(settling=True, **common)).giveaway
     assert not plan_vips(base_input(rebalance=False, **common)).giveaway
+
+
+def test_the_last_holder_is_no_candidate_when_its_lock_goes():
+    """n2 ranks above n1 for this VIP; when n2 lets the lock go (its check failed, a
+    give-away, a stop) or dies, n1 claims at once instead of one ranking step later."""
+    nodes = ["n1", "n2", "n3"]
+    ip = next(
+        f"10.0.0.{i}"
+        for i in range(1, 200)
+        if spread.rendezvous_order(f"10.0.0.{i}", nodes)[:2] == ["n2", "n1"]
+    )
+    common = dict(
+        configs={ip: vip(ip)},
+        local={ip: (ELIGIBLE, container())},
+        live_nodes=set(nodes),
+        proc_nodes={"web/worker": nodes},
+    )
+    assert plan_vips(base_input(**common)).compete[ip] == spread.STEP_S  # behind n2
+    plan = plan_vips(base_input(last_holder={ip: "n2"}, **common))
+    assert plan.compete[ip] == 0.0
+    plan = plan_vips(base_input(last_holder={ip: "n1"}, **common))  # our own: ranked as ever
+    assert plan.compete[ip] == spread.STEP_S
