@@ -49,49 +49,33 @@ LOCAL, CACHED, HANDED = 1, 2, 3  # how a query was answered (HANDED: by the forw
 
 
 class Memo:
-    """Finished answers (without their ID) keyed by the query's bytes after the ID."""
+    """Finished answers (without their ID) keyed by the query's bytes after the ID.
 
-    def __init__(self, max_bytes: int = MEMO_BYTES) -> None:
-        self.answers: Dict[bytes, bytes] = {}
+    The local memo holds the answer bytes; the cached-answer memo holds (answer, the
+    instant it stops being exact). Bounded in bytes: cleared whole when full."""
+
+    def __init__(self, max_bytes: int = MEMO_BYTES, overhead: int = 120) -> None:
+        self.answers: Dict[bytes, Any] = {}
         self.bytes = 0
         self.max_bytes = max_bytes
+        self.overhead = overhead  # what Python holds per entry besides the bytes
 
-    def put(self, key: bytes, answer: bytes) -> None:
+    def put(self, key: bytes, value: Any, nbytes: int) -> None:
+        """Remember ``value`` (``nbytes`` of answer) for ``key``."""
         if len(key) > MEMO_KEY_MAX:
             return
-        size = len(key) + len(answer) + 120
+        if key in self.answers:  # rebuilt (its TTLs counted down): about as large
+            self.answers[key] = value
+            return
+        size = len(key) + nbytes + self.overhead
         if self.bytes + size > self.max_bytes:
             self.clear()
-        self.answers[key] = answer
+        self.answers[key] = value
         self.bytes += size
 
     def clear(self) -> None:
         self.answers.clear()
         self.bytes = 0
-
-
-class TimedMemo(Memo):
-    """Answers built from the cache, each with the instant it stops being exact."""
-
-    def __init__(self, max_bytes: int = MEMO_BYTES) -> None:
-        super().__init__(max_bytes)
-        self.timed: Dict[bytes, Tuple[bytes, float]] = {}
-
-    def put_until(self, key: bytes, answer: bytes, until: float) -> None:
-        if len(key) > MEMO_KEY_MAX:
-            return
-        size = len(key) + len(answer) + 160
-        if key in self.timed:  # a rebuilt answer (its TTLs counted down): about as large
-            self.timed[key] = (answer, until)
-            return
-        if self.bytes + size > self.max_bytes:
-            self.clear()
-        self.timed[key] = (answer, until)
-        self.bytes += size
-
-    def clear(self) -> None:
-        super().clear()
-        self.timed.clear()
 
 
 class DnsServer:
@@ -122,7 +106,7 @@ class DnsServer:
         self._zone = Zone({}, {}, 0)
         self._memo = Memo()
         self._memo_version = -1
-        self._fmemo = TimedMemo()
+        self._fmemo = Memo(overhead=160)  # (answer, exact until) tuples
         self._udp_io: Union[BatchedUdp, PlainUdp] = PlainUdp(udp)
         if USE_MMSG:
             try:
@@ -244,7 +228,7 @@ class DnsServer:
         io = self._udp_io
         link = self.link
         memo_get = self._memo.answers.get
-        fmemo_get = self._fmemo.timed.get
+        fmemo_get = self._fmemo.answers.get
         rcodes = self.stats.rcodes
         for _ in range(UDP_BATCHES):
             try:
@@ -286,9 +270,9 @@ class DnsServer:
             return None
         if answer is not None:
             if memo == LOCAL:
-                self._memo.put(data[2:], answer[2:])
+                self._memo.put(data[2:], answer[2:], len(answer) - 2)
             elif memo == CACHED:
-                self._fmemo.put_until(data[2:], answer[2:], until)
+                self._fmemo.put(data[2:], (answer[2:], until), len(answer) - 2)
         return answer
 
     # ------------------------------------------------------------------ answers
