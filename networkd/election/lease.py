@@ -48,34 +48,32 @@ def read_lease_file(path: str) -> int:
     return read_lease_ids(path)[0]
 
 
-def read_lease_ids(path: str) -> Tuple[int, int]:
-    """(lease ID, retiring lease ID) stored by a previous run; 0 for what is absent."""
+def read_lease_record(path: str) -> Tuple[int, int, int]:
+    """(lease ID, retiring lease ID, the ``-vip.ttl`` the lease is held for) stored by a
+    previous run; 0 for what is absent (an older file has no TTL)."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
         lease_id = int(data["id"])
         retiring = int(data.get("retiring", 0) or 0)
+        ttl = int(data.get("ttl_asked", 0) or 0)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return 0, 0
-    return (lease_id if lease_id > 0 else 0), (retiring if retiring > 0 else 0)
+        return 0, 0, 0
+    return max(0, lease_id), max(0, retiring), max(0, ttl)
 
 
-def read_ttl_asked(path: str) -> int:
-    """The ``-vip.ttl`` the stored lease was asked for (0: unknown, an older file)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            asked = int(json.load(f).get("ttl_asked", 0) or 0)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return 0
-    return max(0, asked)
+def read_lease_ids(path: str) -> Tuple[int, int]:
+    """(lease ID, retiring lease ID) stored by a previous run; 0 for what is absent."""
+    lease_id, retiring, _ttl = read_lease_record(path)
+    return lease_id, retiring
 
 
 def write_lease_file(
     path: str, lease_id: int, hostname: str, retiring: int = 0, ttl_asked: int = 0
 ) -> None:
-    """Atomically store the lease ID (temp file + rename), and the TTL it was asked for:
-    etcd may grant more (its minimum), and a restart must not take that for a changed
-    ``-vip.ttl`` and replace the lease each time."""
+    """Atomically store the lease ID (temp file + rename), and the ``-vip.ttl`` the lease
+    serves: etcd may grant more (its minimum), and a restart must not take that for a
+    changed ``-vip.ttl`` and replace the lease each time."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"
@@ -154,7 +152,6 @@ class LeaseKeeper:
         self._failures = 0
         self._consecutive_failures = 0
         self._resumed = False
-        self._ttl_asked = int(lease_ttl_seconds(ttl))  # what the current lease was asked for
         self._was_alive = False
         self._notified: Any = None
         # Set once renewals had to move to another etcd endpoint (the elector then
@@ -342,8 +339,7 @@ class LeaseKeeper:
             self._renew(retiring)
 
     def _establish(self) -> None:
-        stored, stored_retiring = read_lease_ids(self.path)
-        asked = read_ttl_asked(self.path)
+        stored, stored_retiring, asked = read_lease_record(self.path)
         client = self._holder.get()
         for lease_id, is_retiring in ((stored_retiring, True), (stored, False)):
             if not lease_id:
@@ -374,12 +370,10 @@ class LeaseKeeper:
             with self._lock:
                 self._current = held
             self._renew(held)
-            if held.ttl != self.ttl and asked != lease_ttl_seconds(self.ttl):
+            if held.ttl != self.ttl and asked != int(self.ttl):
                 # -vip.ttl changed since the lease was granted (or unknown: an older file);
                 # a lease etcd raised to its minimum for the same flag is kept
                 self._replace_for_ttl(held)
-            else:
-                self._ttl_asked = asked or self._ttl_asked
             self._notify_if_changed()
             return
         self._grant()
@@ -419,7 +413,6 @@ class LeaseKeeper:
             self._revoke_one(int(lease.id))
             return
         log.info("lease granted id=%x ttl_s=%d", lease.id, lease.ttl)
-        self._ttl_asked = int(self.ttl)
         if int(lease.ttl) != int(self.ttl):
             # etcd raises a lease below its minimum (1.5 x its election timeout, rounded up)
             log.warning("lease ttl differs from -vip.ttl requested_s=%d granted_s=%d: renewed"
@@ -429,7 +422,7 @@ class LeaseKeeper:
 
     def _write_file(self, lease_id: int, retiring: int) -> None:
         try:
-            write_lease_file(self.path, lease_id, self.hostname, retiring, self._ttl_asked)
+            write_lease_file(self.path, lease_id, self.hostname, retiring, int(self.ttl))
         except OSError as exc:
             log.warning("lease file not written path=%s reason=%s", self.path, exc)
 
