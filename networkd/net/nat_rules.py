@@ -286,7 +286,7 @@ class NatRules:
             return iptc.Table6(iptc.Table6.NAT, autocommit=False)
         return iptc.Table(iptc.Table.NAT, autocommit=False)
 
-    def _build(self, rule: NatRule) -> "Entry":
+    def _build(self, rule: NatRule) -> Entry:
         """The rule as libiptc's entry bytes (and deletion mask), built once per rule.
 
         python-iptables' ``append_rule``/``delete_rule`` run ``final_check`` each time,

@@ -30,6 +30,16 @@ PERIODIC_S = 1.0
 DUTY = 5.0
 
 
+def log_new_failures(
+    level: int, message: str, failed: Mapping[int, str], before: Mapping[int, str]
+) -> Dict[int, str]:
+    """Log each family's failure once, when its reason is new; returns what to remember."""
+    for family, reason in sorted(failed.items()):
+        if before.get(family) != reason:
+            log.log(level, message, family, reason)
+    return dict(failed)
+
+
 @dataclasses.dataclass
 class RulesState:
     """What the thread last achieved (read by the main loop)."""
@@ -159,11 +169,12 @@ class RulesThread:
             with self._cond:
                 self._state.nat_actual = None
             return
-        for family, reason in sorted(result.failed.items()):
-            if self._nat_failures.get(family) != reason:
-                log.error("nat apply failed family=%d reason=%s (its VIPs wait for their rules)",
-                          family, reason)  # fmt: skip
-        self._nat_failures = dict(result.failed)
+        self._nat_failures = log_new_failures(
+            logging.ERROR,
+            "nat apply failed family=%d reason=%s (its VIPs wait for their rules)",
+            result.failed,
+            self._nat_failures,
+        )
         wanted = frozenset(rules)
         changes = result.added + result.removed + result.jumps_fixed + result.chains_created
         with self._cond:
@@ -181,10 +192,12 @@ class RulesThread:
         periodic = signature == self._last_acl
         self._last_acl = signature
         result = self.acl.apply(items)  # the watcher validated every entry (validate.py)
-        for family, reason in sorted(result.failed.items()):
-            if self._acl_failures.get(family) != reason:
-                log.warning("acl apply failed family=%d reason=%s", family, reason)
-        self._acl_failures = dict(result.failed)
+        self._acl_failures = log_new_failures(
+            logging.WARNING,
+            "acl apply failed family=%d reason=%s",
+            result.failed,
+            self._acl_failures,
+        )
         if result.failed:
             self._last_acl = ""  # what the retry changes is not outside drift
         if periodic and result.changed:
