@@ -9,7 +9,7 @@ import sys
 import time
 from typing import List
 
-ORDER = ["bus", "respawn", "etcd_state", "dns", "failover", "chaos", "scale", "netdriver"]
+ORDER = ["bus", "respawn", "idle", "etcd_state", "dns", "failover", "chaos", "scale", "netdriver"]
 
 
 def main(argv: List[str]) -> int:

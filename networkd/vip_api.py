@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from networkd.bus.codec import to_plain
 from networkd.bus.messages import CommandResult, VipCommand
+from networkd.wakeup import Wakeup
 
 COMMAND_WAIT = 15.0
 RESEND_S = 2.0
@@ -72,6 +73,7 @@ class CommandBridge:
         self._waiting: Dict[str, queue.Queue[CommandResult]] = {}
         self._unanswered: Dict[str, Tuple[VipCommand, float]] = {}  # id -> (command, send at)
         self._lock = threading.Lock()
+        self.wakeup = Wakeup()  # the bus thread sleeps until a command or a message comes
 
     def ask(self, command: VipCommand, timeout: float = COMMAND_WAIT) -> CommandResult:
         """From an HTTP thread: send ``command`` (its id is set here), wait for the result."""
@@ -80,6 +82,7 @@ class CommandBridge:
         with self._lock:
             self._waiting[command.id] = answer
         self._outbox.put(command)
+        self.wakeup.poke()
         try:
             return answer.get(timeout=timeout)
         except queue.Empty:
@@ -107,6 +110,11 @@ class CommandBridge:
                 out.append(command)
                 self._unanswered[ident] = (command, now + RESEND_S)
         return out
+
+    @property
+    def busy(self) -> bool:
+        """Commands to send or resend: the bus thread must keep polling briskly."""
+        return bool(self._unanswered) or not self._outbox.empty()
 
     def answer(self, result: CommandResult) -> None:
         """From the bus thread: a ``command.done`` from the elector."""

@@ -51,10 +51,13 @@ class BusView:
                 self.subscriber.add_source(name, self.prefixes)
         self._next_scan = time.monotonic() + RESCAN_INTERVAL
 
-    def poll(self, timeout_ms: int = 100) -> List[Envelope]:
+    def poll(self, timeout_ms: int = 100, extra: Optional[List[Any]] = None) -> List[Envelope]:
+        """Messages of up to ``timeout_ms`` (shorter when a rescan is due; ``extra`` fds
+        wake it too)."""
         if time.monotonic() >= self._next_scan:
             self.rescan()
-        return self.subscriber.poll(timeout_ms)
+        due_ms = max(1, int((self._next_scan - time.monotonic()) * 1000) + 1)
+        return self.subscriber.poll(min(timeout_ms, due_ms), extra)
 
     def mirror(self, sender: str, topic: str) -> Optional[Dict[str, Any]]:
         return self.subscriber.state(sender, topic)

@@ -40,7 +40,8 @@ log = logging.getLogger("networkd.dns")
 MEMO_BYTES = 8 << 20  # per memo; cleared whole when full
 MEMO_KEY_MAX = 512  # longer queries (big OPT options) are answered but not memoized
 UDP_BATCHES = 16  # batches per wake-up before looking at the other sockets
-TIMER_SECONDS = 0.05
+TIMER_SECONDS = 0.05  # timer granularity while timers matter (see _timers_matter)
+IDLE_SECONDS = 1.0  # otherwise the loop sleeps until a packet, a connection or a stop
 # recvmmsg/sendmmsg batching (networkd.dns.mmsg); NETWORKD_DNS_MMSG=0 turns it off.
 USE_MMSG = os.environ.get("NETWORKD_DNS_MMSG", "1") != "0"
 
@@ -154,7 +155,8 @@ class DnsServer:
         conns = self.tcp.conns if self.tcp is not None else {}
         try:
             while not self._stop.is_set():
-                for fd, mask in ep.poll(TIMER_SECONDS):
+                timeout = TIMER_SECONDS if self._timers_matter() else IDLE_SECONDS
+                for fd, mask in ep.poll(timeout):
                     if fd == udp_fd:
                         self._drain_udp()
                     elif fd == self._link_fd:
@@ -178,6 +180,14 @@ class DnsServer:
         if self._epoll is not None:
             self._epoll.close()
             self._epoll = None
+
+    def _timers_matter(self) -> bool:
+        """Reconnecting to the forwarder, queries handed to it, or TCP clients to expire."""
+        return (
+            not self.link.connected
+            or bool(self.link.handed)
+            or (self.tcp is not None and bool(self.tcp.conns))
+        )
 
     def _timers(self, now: float) -> None:
         self._next_timer = now + TIMER_SECONDS

@@ -36,6 +36,13 @@ def snapshot(mirrors: Mirrors) -> Any:
     return {name: None if m is None else dict(m) for name, m in mirrors.items()}
 
 
+def poll_ms(thread: Optional[threading.Thread], next_stats: float) -> int:
+    """Brisk until the server thread runs; then asleep until the stats are due."""
+    if thread is None:
+        return 50
+    return max(1, min(1000, int((next_stats - time.monotonic()) * 1000) + 1))
+
+
 def run(
     ctx: WorkerContext,
     server: Any,
@@ -57,9 +64,10 @@ def run(
     started = time.monotonic()
     next_stats = 0.0
     seen: Any = None
+    wake = [pub.socket, ctx.stop_wakeup.rfd]  # new subscribers, a stop
     try:
         while not ctx.stopping:
-            envelopes = sub.poll(timeout_ms=50)
+            envelopes = sub.poll(timeout_ms=poll_ms(thread, next_stats), extra=wake)
             mirrors: Mirrors = {n: sub.state(*MIRROR_TOPICS[n]) for n in names}
             if (envelopes or seen is None) and seen != mirrors:
                 seen = snapshot(mirrors)

@@ -42,9 +42,15 @@ class PendingMove:
 
 
 class CommandRunner:
-    def __init__(self, store: Any, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        store: Any,
+        clock: Callable[[], float] = time.monotonic,
+        on_result: Optional[Callable[[], None]] = None,
+    ) -> None:
         self.store = store
         self._clock = clock
+        self._on_result = on_result  # wakes the thread that publishes the results
         self._inbox: queue.Queue[VipCommand] = queue.Queue()
         self._outbox: queue.Queue[CommandResult] = queue.Queue()
         self.pending: Dict[str, PendingMove] = {}
@@ -87,7 +93,7 @@ class CommandRunner:
             if command.id in self._answered:
                 earlier = self._answered[command.id]
                 if earlier is not None:
-                    self._outbox.put(earlier)
+                    self._answer(earlier)
                 continue  # a repeat: answered (or still running) already
             try:
                 result = self._run(command, configs, cluster, lease_id, alive)
@@ -95,8 +101,13 @@ class CommandRunner:
                 result = CommandResult(command.id, False, f"etcd request failed: {exc}", 503)
             self._remember(command.id, result)
             if result is not None:
-                self._outbox.put(result)
+                self._answer(result)
         self._advance_moves(locks)
+
+    def _answer(self, result: CommandResult) -> None:
+        self._outbox.put(result)
+        if self._on_result is not None:
+            self._on_result()
 
     def _remember(self, ident: str, result: Optional[CommandResult]) -> None:
         self._answered[ident] = result
@@ -105,7 +116,7 @@ class CommandRunner:
 
     def _finish(self, result: CommandResult) -> None:
         self._remember(result.id, result)
-        self._outbox.put(result)
+        self._answer(result)
 
     def _run(
         self,

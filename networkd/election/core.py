@@ -191,8 +191,9 @@ class ElectorCore:
             config.vip_ttl,
             lease_path,
             hostname=hostname,
-            on_change=self._wake.set,
+            on_change=self._lease_changed,
             clock=clock,
+            on_renewed=self._notify_output,
         )
         # Separate channels for the mirror's watch and for transactions: each is replaced
         # on its own when its connection stops answering (networkd.etcd.channel).
@@ -241,7 +242,7 @@ class ElectorCore:
         self.mirror = KeyMirror(self.watch_channel, keys.NETWORKD_PREFIX, on_change=self._wake.set)
         self.store = OwnedKeys(self.txn_channel, self.hostname, self.mirror)
         self.jobs = JobRunner(self.store)
-        self.commands = CommandRunner(self.store, self._clock)
+        self.commands = CommandRunner(self.store, self._clock, on_result=self._notify_output)
         self.mirror.start()
         self.keeper.start()
         self._thread = threading.Thread(target=self._run, name="elector-core", daemon=True)
@@ -912,6 +913,14 @@ class ElectorCore:
                 return
             out.version = prev.version + 1
             self._outputs = out
+        self._notify_output()
+
+    def _lease_changed(self) -> None:
+        self._wake.set()
+        self._notify_output()  # the lease's state is published as it is
+
+    def _notify_output(self) -> None:
+        """Wake the thread that publishes: new outputs, a command's result, a renewal."""
         if self._on_output is not None:
             self._on_output()
 

@@ -129,6 +129,7 @@ class LeaseKeeper:
         margin: Optional[float] = None,
         on_change: Optional[Callable[[], None]] = None,
         clock: Callable[[], float] = time.monotonic,
+        on_renewed: Optional[Callable[[], None]] = None,
     ) -> None:
         self.ttl = float(lease_ttl_seconds(ttl))
         self.interval = interval if interval is not None else self.ttl / 4.0
@@ -139,6 +140,7 @@ class LeaseKeeper:
         # Renewals share one keep-alive stream per channel (networkd.etcd.keepalive).
         self._streams = KeepAliveStreams()
         self._on_change = on_change
+        self._on_renewed = on_renewed  # each renewal moves valid_until: publish it
         self._clock = clock
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -446,6 +448,8 @@ class LeaseKeeper:
                     self._consecutive_failures,
                 )
             self._consecutive_failures = 0
+        if self._on_renewed is not None:
+            self._on_renewed()
 
     def _expired(self, held: _Held) -> None:
         """The server no longer has the lease: everything bound to it is gone."""

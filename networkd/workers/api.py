@@ -31,6 +31,8 @@ from networkd.workers.base import EXIT_ERROR, EXIT_FATAL, WorkerContext
 
 Route = Callable[[], Tuple[str, bytes]]
 CTL_SOCKET = "ctl.sock"
+BUSY_POLL_MS = 50  # while VIP commands wait to be sent or answered
+IDLE_POLL_MS = 1000  # otherwise: bus messages, commands and stops wake the loop anyway
 
 
 class Api:
@@ -134,23 +136,23 @@ class ApiHandler(BaseHTTPRequestHandler):
 
 
 class Documents:
-    """What the HTTP threads read, replaced whole by the bus loop: the status document
-    and a frozen copy of the mirrors. ``freeze`` is ``BusView.frozen``."""
+    """What the HTTP threads read: a frozen copy of the mirrors, replaced whole by the bus
+    loop when the bus brought news (``freeze`` is ``BusView.frozen``); each document is
+    built from it when asked for."""
 
     def __init__(self, freeze: Callable[[], FrozenView], node_address: str) -> None:
         self.freeze = freeze
         self.node_address = node_address
         self.mirrors = freeze()
-        self.status: bytes = b"{}"
 
-    def refresh(self, changed: bool) -> None:
-        """Main thread only: copy the mirrors when the bus brought news; status always
-        (uptimes move even when the bus is quiet)."""
-        if changed:
-            self.mirrors = self.freeze()
+    def refresh(self) -> None:
+        """Main thread only."""
+        self.mirrors = self.freeze()
+
+    def status(self) -> Tuple[str, bytes]:
         mirrors = self.mirrors
         doc = status.assemble(mirrors.mirror, list(mirrors.sources))
-        self.status = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
+        return "application/json", json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
 
     def dns_config(self) -> Tuple[str, bytes]:
         from networkd.dns.config_dump import render_from_mirrors
@@ -192,7 +194,7 @@ def main(ctx: WorkerContext) -> int:
     docs = Documents(view.frozen, ctx.node_address)
     bridge = CommandBridge()
     routes: Dict[str, Route] = {
-        "/v1/status": lambda: ("application/json", docs.status),
+        "/v1/status": docs.status,
         "/v1/dns/config": docs.dns_config,
         "/metrics": docs.metrics,
         "/v1/vips": docs.vips,
@@ -214,8 +216,15 @@ def main(ctx: WorkerContext) -> int:
         thread.start()
     ctx.log.info("api listening addr=%s:%d writes=%s", host, port,
                  "token" if token else "local socket only")  # fmt: skip
+    sources = len(view.sources)
     while not ctx.stopping:
-        envelopes = view.poll(50)
+        # Asleep until a message or a command comes; brisk while commands wait for the
+        # elector to subscribe or to answer (their resends are due on time).
+        envelopes = view.poll(
+            BUSY_POLL_MS if bridge.busy else IDLE_POLL_MS,
+            [bridge.wakeup.rfd, ctx.stop_wakeup.rfd],
+        )
+        bridge.wakeup.drain()
         for env in envelopes:
             done = env.topic == "command.done" and env.sender == "elector"
             if done and isinstance(env.body, CommandResult):
@@ -224,7 +233,9 @@ def main(ctx: WorkerContext) -> int:
         for command in bridge.outgoing(time.monotonic(), listening):
             pub.event("command.vip", command)
         pub.poll()
-        docs.refresh(changed=any(e.topic.startswith("state.") for e in envelopes))
+        if any(e.topic.startswith("state.") for e in envelopes) or len(view.sources) != sources:
+            sources = len(view.sources)
+            docs.refresh()
     for server in servers:
         server.shutdown()
         server.server_close()

@@ -29,7 +29,7 @@ Rules of thumb:
 import json
 import os
 import time
-from typing import Any, Dict, FrozenSet, List, Optional, Set, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from networkd.bus.messages import (
     AppliedRevision,
@@ -61,7 +61,8 @@ from networkd.workers.base import WorkerContext
 
 RECONCILE_INTERVAL = 1.0
 VERIFY_INTERVAL = 30.0
-POLL_MS = 50
+POLL_MS = 50  # the shortest sleep: what is due sooner waits at most this long
+IDLE_POLL_MS = 1000  # the longest (a reconcile is due every RECONCILE_INTERVAL anyway)
 REANNOUNCE_MIN_INTERVAL = 0.2
 RECORD_FILE = "addresses.json"
 XTABLES_WARN_S = 5.0
@@ -199,7 +200,8 @@ class Applier:
         self.rules.start()
         while not ctx.stopping:
             extra = [*self.claims.filenos(), self.wakeup.rfd, *self._carrier_fds()]
-            envelopes = self.sub.poll(timeout_ms=POLL_MS, extra=extra)
+            extra += [self.pub.socket, ctx.stop_wakeup.rfd]
+            envelopes = self.sub.poll(timeout_ms=self._poll_ms(), extra=extra)
             for env in envelopes:
                 if env.topic.startswith("state."):
                     self.dirty = True
@@ -232,6 +234,22 @@ class Applier:
             self.log.info("applier restarting: host left as it is")
         self.close()
         return 0
+
+    def _poll_ms(self) -> int:
+        """Asleep until the next thing time alone changes. Bus messages, claims, link
+        events, the rules thread, new subscribers and a stop wake the poll themselves."""
+        now = time.monotonic()
+        lease = self.lease_state(now)
+        due: List[Optional[float]] = [self.last_reconcile + RECONCILE_INTERVAL]
+        if self.lingering:
+            due.append(min(u for _, u in self.lingering.values()))
+        if lease is fencing.Lease.ALIVE and self.last_lease is not None:
+            due.append(self.last_lease.valid_until)  # then it is DEAD: fencing acts
+        if self.bound and fencing.may_announce(lease):
+            due.append(self.schedule.next_time())
+        if self.bound and fencing.should_probe(self.config.vip_fencing, lease):
+            due.append(self.next_probe)
+        return sleep_ms(now, due, POLL_MS, IDLE_POLL_MS)
 
     def _carrier_fds(self) -> List[int]:
         try:
@@ -544,6 +562,15 @@ class Applier:
                 closer()
             except Exception:
                 pass
+
+
+def sleep_ms(now: float, due: Sequence[Optional[float]], shortest: int, longest: int) -> int:
+    """Milliseconds until the earliest of ``due`` (None: nothing), within the bounds."""
+    times = [t for t in due if t is not None]
+    if not times:
+        return longest
+    wait = int((min(times) - now) * 1000) + 1
+    return max(shortest, min(longest, wait))
 
 
 def main(ctx: WorkerContext) -> int:

@@ -29,6 +29,7 @@ from networkd import testhooks
 from networkd.config import Config
 from networkd.proc_state import EXIT_FATAL as EXIT_FATAL  # re-exported for the workers
 from networkd.users import Account
+from networkd.wakeup import Wakeup
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
@@ -86,6 +87,9 @@ class WorkerContext:
         self.log = logging.getLogger(f"networkd.{launch.name}")
         self.stopping = False
         self.final = False
+        # Readable once a stop is asked for: loops that sleep long in a poll add ``rfd``
+        # (a signal handler runs between the poll's retries; this makes the retry return).
+        self.stop_wakeup = Wakeup()
         self.started_at = time.time()
         self._zmq: Any = None
 
@@ -125,6 +129,7 @@ class WorkerContext:
         self.stopping = True
         self.final = self.final or final
         STOP_EVENT.set()
+        self.stop_wakeup.poke()
 
     def close(self) -> None:
         if self._zmq is not None:

@@ -46,6 +46,8 @@ APPLIER_TOPICS = ["state.applied", "vip.duplicate"]
 CHECKER_TOPICS = ["state.health"]
 API_TOPICS = ["command."]
 LEASE_REPUBLISH_S = 5.0
+BUSY_POLL_MS = 50  # during the final stop, and while operators' commands run
+IDLE_POLL_MS = 1000  # longest sleep of the main loop (see poll_ms)
 
 
 def lease_path(ctx: WorkerContext) -> str:
@@ -219,8 +221,9 @@ def main(ctx: WorkerContext) -> int:
         core.keeper.resumed,
     )
     try:
+        wake = [pub.socket, ctx.stop_wakeup.rfd]  # new subscribers, a stop
         while not ctx.stopping:
-            inputs.pump()
+            inputs.pump(poll_ms(core), wake)
             out_pub.publish()
             pub.poll()
             if core.keeper.switched_endpoint:
@@ -253,6 +256,19 @@ def main(ctx: WorkerContext) -> int:
         sub.close()
         wakeup.close()
     return 0
+
+
+def poll_ms(core: ElectorCore) -> int:
+    """How long the main loop may sleep. Outputs, command results, lease renewals and
+    changes poke its wakeup; what time alone changes is when a live lease stops being
+    valid (``alive`` turns false, strict fencing then withdraws the binds)."""
+    if core.commands is not None and core.commands.waiting():
+        return BUSY_POLL_MS
+    health = core.keeper.health()
+    if not health.alive:
+        return IDLE_POLL_MS
+    due = health.valid_until - time.monotonic()
+    return max(1, min(IDLE_POLL_MS, int(due * 1000) + 1))
 
 
 class HealthVerdicts:
@@ -329,8 +345,8 @@ class InputPump(InputFeed):
         super().__init__(sub, core, epoch, applier_expected, checks_enabled)
         self.wakeup = wakeup
 
-    def pump(self) -> None:
-        envelopes = self.sub.poll(timeout_ms=50, extra=[self.wakeup.rfd])
+    def pump(self, timeout_ms: int = BUSY_POLL_MS, extra: Sequence[Any] = ()) -> None:
+        envelopes = self.sub.poll(timeout_ms=timeout_ms, extra=[self.wakeup.rfd, *extra])
         self.wakeup.drain()
         if not envelopes:
             return

@@ -163,7 +163,7 @@ def main(ctx: WorkerContext) -> int:
                 }
                 hosts_topic.replace(items)
                 log.info("hosts read path=%s names=%d", config.hosts_file, len(items))
-        pub.poll(int(POLL_SECONDS * 500))
+        pub.poll(max(1, int((next_check - time.monotonic()) * 1000) + 1))  # until the next check
     if ctx.final:
         keeper.restore()
     pub.close()

@@ -22,10 +22,12 @@ from networkd.bus.messages import ConfigError, EtcdHealth, WatcherSync
 from networkd.etcd import state as cluster
 from networkd.etcd.client import EtcdConnector
 from networkd.etcd.reader import PROBE_TIMEOUT, EtcdReader, Events, Health, Snapshot
+from networkd.wakeup import Wakeup
 
 log = logging.getLogger("networkd.watcher")
 
-DRAIN_WAIT = 0.05  # seconds the loop waits for etcd news before polling the bus
+DRAIN_WAIT = 0.05  # seconds drain() waits for the first message when asked to wait
+IDLE_POLL_MS = 1000  # the loop sleeps until etcd news, a subscriber or a stop wakes it
 DRAIN_BUDGET = 0.05  # seconds of queue draining per batch, to keep the bus answered
 DRAIN_MAX = 5000  # messages per batch
 
@@ -148,10 +150,29 @@ def drain(source: "queue.Queue[Any]", wait: float = DRAIN_WAIT) -> List[Any]:
     return out
 
 
+class WakingQueue(queue.Queue):  # type: ignore[type-arg]  # (3.8: no Queue[Any] base)
+    """The reader's queue: each ``put`` also makes ``wakeup`` readable, so the main thread
+    sleeps in one poll on its bus socket and this."""
+
+    def __init__(self, wakeup: Wakeup) -> None:
+        super().__init__()
+        self.wakeup = wakeup
+
+    def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        super().put(item, block, timeout)
+        self.wakeup.poke()
+
+
 def main(ctx: Any) -> int:
+    import zmq
+
     pub = ctx.publisher()
     publisher = StatePublisher(pub, ctx.hostname)
-    inbox: queue.Queue[Any] = queue.Queue()
+    wakeup = Wakeup()
+    inbox = WakingQueue(wakeup)
+    poller = zmq.Poller()
+    for item in (pub.socket, wakeup.rfd, ctx.stop_wakeup.rfd):
+        poller.register(item, zmq.POLLIN)
     reader = EtcdReader(EtcdConnector(ctx.config, connect_timeout=PROBE_TIMEOUT), inbox)
     log.info(
         "watcher starting hostname=%s endpoints=%s",
@@ -161,12 +182,17 @@ def main(ctx: Any) -> int:
     reader.start()
     try:
         while not ctx.stopping:
-            messages = drain(inbox)
+            # Drain the pipe before the queue: a message put after this poke stays
+            # announced by the next one.
+            poller.poll(0 if inbox.qsize() else IDLE_POLL_MS)
+            wakeup.drain()
+            messages = drain(inbox, wait=0.0)
             if messages:
                 publisher.handle(messages)
             pub.poll()
     finally:
         reader.stop()
         pub.close()
+        wakeup.close()
     log.info("watcher stopped final=%s", ctx.final)
     return 0

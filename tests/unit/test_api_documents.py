@@ -43,11 +43,10 @@ def test_copy_is_read_only_and_keeps_its_moment() -> None:
     assert domains is not None
     with pytest.raises(TypeError):
         domains["c.lain"] = DomainEntry("c.lain", ["10.0.0.3"])  # type: ignore[index]
-    docs.refresh(changed=False)  # nothing new on the bus: same copy
-    assert "b.lain" not in docs.dns_config()[1].decode()
-    docs.refresh(changed=True)
+    assert "b.lain" not in docs.dns_config()[1].decode()  # until the bus loop refreshes
+    docs.refresh()
     assert "b.lain [10.0.0.2]" in docs.dns_config()[1].decode()
-    assert b'"RUNNING"' in docs.status
+    assert b'"RUNNING"' in docs.status()[1]
 
 
 def test_renderers_survive_a_bus_loop_changing_the_mirrors() -> None:
@@ -61,6 +60,7 @@ def test_renderers_survive_a_bus_loop_changing_the_mirrors() -> None:
             while not stop.is_set():
                 docs.dns_config()
                 docs.metrics()
+                docs.status()
         except BaseException as exc:  # what a live mirror would raise mid-iteration
             errors.append(exc)
 
@@ -72,7 +72,7 @@ def test_renderers_survive_a_bus_loop_changing_the_mirrors() -> None:
             live.domains()[name] = DomainEntry(name, [f"10.1.{i // 250}.{i % 250}"])
             if i % 3 == 0:
                 live.domains().pop(f"n{i - 1}.lain", None)
-            docs.refresh(changed=True)
+            docs.refresh()
     finally:
         stop.set()
         thread.join(10)
