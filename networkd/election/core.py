@@ -120,6 +120,9 @@ class Outputs:
     counters: ElectorCounters = dataclasses.field(default_factory=ElectorCounters)
     final_done: bool = False
     cluster: Dict[str, VipClusterView] = dataclasses.field(default_factory=dict)
+    # The lease generation these outputs were computed under: after a new lease (the old
+    # one expired, its locks gone) they say nothing until the controller stepped with it.
+    generation: int = 0
 
 
 @dataclasses.dataclass
@@ -140,6 +143,7 @@ class StepContext:
     yielded: Set[str]
     lease_id: int
     alive: bool
+    generation: int = 0  # the lease generation read before lease_id and alive
     snap: Dict[str, Entry] = dataclasses.field(default_factory=dict)
     locks: Dict[str, Holder] = dataclasses.field(default_factory=dict)
     live: Set[str] = dataclasses.field(default_factory=set)
@@ -352,6 +356,9 @@ class ElectorCore:
             inp = self._inputs
             final = self._final
             yielded = set(self._yielded)
+        # Read before the lease: a grant in between tags these outputs with the older
+        # generation, which holds them back until the next step (never the reverse).
+        generation = self.keeper.generation
         ctx = StepContext(
             now=now,
             inp=inp,
@@ -359,21 +366,21 @@ class ElectorCore:
             yielded=yielded,
             lease_id=self.keeper.lease_id,
             alive=self.keeper.alive(),
+            generation=generation,
         )
-        generation = self.keeper.generation
         if generation != self._generation:
             self._generation = generation
             self._wait_rev.clear()
             self._retry_at.clear()
         if not self.mirror.synced:
-            self._publish_not_ready(inp, ctx.alive)
+            self._publish_not_ready(inp, ctx.alive, generation)
             self._next_wake = 0.2
             return
         ctx.snap = self.mirror.snapshot()
         self._presence_phase(ctx)
         if not self._ready:
             if not inp.watcher_synced:
-                self._publish_not_ready(inp, ctx.alive)
+                self._publish_not_ready(inp, ctx.alive, generation)
                 self._next_wake = 0.2
                 return
             self._ready = True
@@ -874,6 +881,7 @@ class ElectorCore:
                 counters=dataclasses.replace(self.counters),
                 final_done=self._final_done,
                 cluster=ctx.cluster,
+                generation=ctx.generation,
             )
         )
         # A release waits for the applier to confirm the first revision without the VIP.
@@ -883,7 +891,7 @@ class ElectorCore:
             if rel is not None and not rel.rev:
                 rel.rev = version
 
-    def _publish_not_ready(self, inp: Inputs, alive: bool) -> None:
+    def _publish_not_ready(self, inp: Inputs, alive: bool, generation: int) -> None:
         # Fencing strict with no etcd: there is nothing to own; publish port-only entries
         # once the lease could have expired, so the applier is not left waiting.
         if (
@@ -894,7 +902,11 @@ class ElectorCore:
         ):
             errors: Dict[str, ConfigError] = {}
             port_desired, _ = self._port_only(inp, errors)
-            self._set_outputs(Outputs(ready=True, desired=port_desired, config_errors=errors))
+            self._set_outputs(
+                Outputs(
+                    ready=True, desired=port_desired, config_errors=errors, generation=generation
+                )
+            )
 
     def _set_outputs(self, out: Outputs) -> None:
         with self._lock:
@@ -908,6 +920,7 @@ class ElectorCore:
                 and prev.counters == out.counters
                 and prev.final_done == out.final_done
                 and prev.cluster == out.cluster
+                and prev.generation == out.generation
             )
             if same:
                 return

@@ -123,8 +123,14 @@ class ElectorPublisher:
             for result in self.core.commands.results():
                 self.pub.event("command.done", result)
         out = self.core.outputs()
-        alive = self.core.keeper.alive()
-        self._publish_lease()
+        # Outputs computed under an earlier lease (it expired: its locks are gone) must not
+        # be published as if the new lease backed them: the applier would take back the
+        # VIPs it yielded. Until the controller has stepped with the new lease, the lease
+        # stays unpublished (the applier's copy of the old one runs out) and counts as dead.
+        current = out.generation == self.core.keeper.generation
+        alive = current and self.core.keeper.alive()
+        if current:
+            self._publish_lease()
         if not out.ready:
             return out
         if out.version == self._version and alive == self._alive:
