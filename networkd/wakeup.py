@@ -2,6 +2,7 @@
 fd to ``Subscriber.poll``); ZeroMQ sockets stay in the thread that made them."""
 
 import os
+from typing import Optional, Sequence
 
 
 class Wakeup:
@@ -31,3 +32,14 @@ class Wakeup:
     def close(self) -> None:
         os.close(self.rfd)
         os.close(self.wfd)
+
+
+def sleep_ms(now: float, due: Sequence[Optional[float]], shortest: int, longest: int) -> int:
+    """How long a loop may sleep in its poll: milliseconds until the earliest of ``due``
+    (monotonic instants; None: nothing due), +1 so it never wakes just before, within
+    ``shortest`` and ``longest``."""
+    times = [t for t in due if t is not None]
+    if not times:
+        return longest
+    wait = int((min(times) - now) * 1000) + 1
+    return max(shortest, min(longest, wait))

@@ -16,6 +16,7 @@ from networkd.bus.codec import Envelope
 from networkd.bus.publisher import endpoint_path
 from networkd.bus.subscriber import Subscriber
 from networkd.status import publisher_names
+from networkd.wakeup import sleep_ms
 
 RESCAN_INTERVAL = 1.0
 
@@ -56,8 +57,8 @@ class BusView:
         wake it too)."""
         if time.monotonic() >= self._next_scan:
             self.rescan()
-        due_ms = max(1, int((self._next_scan - time.monotonic()) * 1000) + 1)
-        return self.subscriber.poll(min(timeout_ms, due_ms), extra)
+        due = sleep_ms(time.monotonic(), [self._next_scan], 1, timeout_ms)
+        return self.subscriber.poll(min(timeout_ms, due), extra)  # 0 stays 0: no wait
 
     def mirror(self, sender: str, topic: str) -> Optional[Dict[str, Any]]:
         return self.subscriber.state(sender, topic)

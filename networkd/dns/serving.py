@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from networkd.wakeup import sleep_ms
 from networkd.workers.base import EXIT_ERROR, EXIT_OK, WorkerContext
 
 START_WAIT = 3.0
@@ -40,7 +41,7 @@ def poll_ms(thread: Optional[threading.Thread], next_stats: float) -> int:
     """Brisk until the server thread runs; then asleep until the stats are due."""
     if thread is None:
         return 50
-    return max(1, min(1000, int((next_stats - time.monotonic()) * 1000) + 1))
+    return sleep_ms(time.monotonic(), [next_stats], 1, 1000)
 
 
 def run(

@@ -29,7 +29,7 @@ Rules of thumb:
 import json
 import os
 import time
-from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Set, Tuple
 
 from networkd.bus.messages import (
     AppliedRevision,
@@ -56,7 +56,7 @@ from networkd.net.vip_plan import (
     plan_host,
     ready_to_bind,
 )
-from networkd.wakeup import Wakeup
+from networkd.wakeup import Wakeup, sleep_ms
 from networkd.workers.base import WorkerContext
 
 RECONCILE_INTERVAL = 1.0
@@ -562,15 +562,6 @@ class Applier:
                 closer()
             except Exception:
                 pass
-
-
-def sleep_ms(now: float, due: Sequence[Optional[float]], shortest: int, longest: int) -> int:
-    """Milliseconds until the earliest of ``due`` (None: nothing), within the bounds."""
-    times = [t for t in due if t is not None]
-    if not times:
-        return longest
-    wait = int((min(times) - now) * 1000) + 1
-    return max(shortest, min(longest, wait))
 
 
 def main(ctx: WorkerContext) -> int:

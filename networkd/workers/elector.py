@@ -30,7 +30,7 @@ from networkd.bus.messages import (
 )
 from networkd.election.core import ElectorCore, Inputs, Outputs
 from networkd.election.etcdconn import connect
-from networkd.wakeup import Wakeup
+from networkd.wakeup import Wakeup, sleep_ms
 from networkd.workers.base import WorkerContext
 
 WATCHER_TOPICS = [
@@ -271,10 +271,8 @@ def poll_ms(core: ElectorCore) -> int:
     if core.commands is not None and core.commands.waiting():
         return BUSY_POLL_MS
     health = core.keeper.health()
-    if not health.alive:
-        return IDLE_POLL_MS
-    due = health.valid_until - time.monotonic()
-    return max(1, min(IDLE_POLL_MS, int(due * 1000) + 1))
+    due = health.valid_until if health.alive else None
+    return sleep_ms(time.monotonic(), [due], 1, IDLE_POLL_MS)
 
 
 class HealthVerdicts:

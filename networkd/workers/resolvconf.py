@@ -25,6 +25,7 @@ from typing import Any, Dict, Optional
 from networkd import hosts as hostsfile
 from networkd import resolvconf
 from networkd.bus.messages import HostsEntry, Upstreams
+from networkd.wakeup import sleep_ms
 from networkd.workers.base import EXIT_OK, WorkerContext
 
 log = logging.getLogger("networkd.resolvconf")
@@ -163,7 +164,7 @@ def main(ctx: WorkerContext) -> int:
                 }
                 hosts_topic.replace(items)
                 log.info("hosts read path=%s names=%d", config.hosts_file, len(items))
-        pub.poll(max(1, int((next_check - time.monotonic()) * 1000) + 1))  # until the next check
+        pub.poll(sleep_ms(time.monotonic(), [next_check], 1, int(POLL_SECONDS * 1000) + 1))
     if ctx.final:
         keeper.restore()
     pub.close()

@@ -6,8 +6,7 @@ from typing import List, Optional
 
 import pytest
 
-from networkd.wakeup import Wakeup
-from networkd.workers.applier import sleep_ms
+from networkd.wakeup import Wakeup, sleep_ms
 from networkd.workers.watcher import WakingQueue, drain
 
 
