@@ -1,0 +1,93 @@
+"""How often the lease keeper renews, and how long the lease counts as alive: the trade
+between a fast hard failover and tolerance of a slow etcd (networkd.election.lease)."""
+
+from typing import List, Union
+
+import pytest
+
+from networkd.election.lease import LeaseKeeper, default_interval, default_margin
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Streams:
+    """Renewal outcomes in order: a TTL (renewed) or an exception (failed)."""
+
+    def __init__(self, outcomes: List[Union[int, Exception]]) -> None:
+        self.outcomes = outcomes
+
+    def renew(self, client: object, lease_id: int) -> int:
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def close(self) -> None:
+        pass
+
+
+def keeper(tmp_path, ttl: float, outcomes: List[Union[int, Exception]]) -> LeaseKeeper:
+    k = LeaseKeeper(lambda: object(), ttl, str(tmp_path / "lease"), clock=Clock())
+    k._streams = Streams(outcomes)  # type: ignore[assignment]
+    k._current = k._held(7, float(ttl), k._clock())
+    return k
+
+
+@pytest.mark.parametrize(
+    "ttl, interval, margin, shortest_tolerance, longest_tolerance",
+    [
+        # TTL, renewal interval, margin, how long etcd may not answer before the owner
+        # lets go (TTL - margin - interval .. TTL - margin)
+        (2, 1.0, 0.3, 0.7, 1.7),
+        (1, 0.5, 0.3, 0.2, 0.7),
+        (4, 2.0, 0.5, 1.5, 3.5),
+        (10, 5.0, 1.25, 3.75, 8.75),
+    ],
+)
+def test_renewal_interval_and_margin_by_ttl(
+    ttl, interval, margin, shortest_tolerance, longest_tolerance
+):
+    assert default_interval(ttl) == interval
+    assert default_margin(ttl) == margin
+    assert ttl - margin - interval == pytest.approx(shortest_tolerance)
+    assert ttl - margin == pytest.approx(longest_tolerance)
+
+
+def test_a_failed_renewal_is_retried_at_an_eighth_of_the_ttl_then_paced_again(tmp_path):
+    k = keeper(tmp_path, 2, [ConnectionError("stream ended"), 2, 2])
+    clock = k._clock
+    assert k._pace() == 1.0
+    clock.now += 1.0  # type: ignore[attr-defined]
+    k._tick()
+    assert k.health().keepalive_failures == 1
+    assert k._pace() == 0.25
+    # the lease still counts from the last renewal that worked
+    assert k.valid_until() == pytest.approx(100.0 + 2 - 0.3)
+    clock.now += 0.25  # type: ignore[attr-defined]
+    k._tick()
+    assert k._pace() == 1.0
+    assert k.valid_until() == pytest.approx(101.25 + 2 - 0.3)
+    assert k.alive()
+
+
+def test_a_retiring_lease_with_a_shorter_ttl_sets_the_pace(tmp_path):
+    k = keeper(tmp_path, 4, [4, 1])
+    k._retiring = k._held(8, 1.0, k._clock())
+    assert k._pace() == 0.5
+    k._retiring = None
+    assert k._pace() == 2.0
+
+
+def test_alive_ends_a_margin_before_the_earliest_expiry(tmp_path):
+    k = keeper(tmp_path, 2, [])
+    clock = k._clock
+    clock.now += 1.69  # type: ignore[attr-defined]
+    assert k.alive()
+    clock.now += 0.02  # type: ignore[attr-defined]
+    assert not k.alive()
