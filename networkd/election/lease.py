@@ -108,8 +108,8 @@ def default_interval(ttl: float) -> float:
     interval) plus etcd's expiry check (every 0.5 s in etcd 3.4): renewing every TTL/2
     instead of TTL/4 takes a quarter of the TTL off the mean (0.25 s at 2 s; issue 12's
     failover ratio) and halves the keep-alives etcd serves. What it costs is how long
-    etcd may not answer before an owner lets go: TTL − margin − up to one interval
-    (0.7–1.7 s at 2 s, 1.0–1.5 s before; the mean, 1.2 s against 1.25 s, barely moves),
+    etcd may not answer before an owner lets go: TTL - margin - up to one interval
+    (0.7 to 1.7 s at 2 s, 1.0 to 1.5 s before; the mean, 1.2 s against 1.25 s, barely moves),
     and a failed renewal is retried at ``retry_interval`` instead of waiting a whole
     interval."""
     return ttl / 2.0
