@@ -1,7 +1,7 @@
 """Lease renewals on one long-lived ``LeaseKeepAlive`` stream per channel.
 
 etcd3's ``refresh_lease`` opens a new gRPC stream for every renewal, and gRPC starts a
-thread to feed each stream's requests. At TTL/4 (two renewals a second per node) that was
+thread to feed each stream's requests. At TTL/4 (two renewals a second per node, the pace then) that was
 about half of a node's CPU in the scale simulation and a stream set-up per renewal on
 etcd (docs/SCALE.md). Here one stream carries every renewal of the channel, as etcd's Go
 client does: a request goes out, its answer must come back within the deadline.
