@@ -263,7 +263,11 @@ class LeaseKeeper:
         """Stop renewing (the lease stays on the server until its TTL runs out).
 
         ``renew_first`` (a plain restart): one last renewal on the way out, so the next
-        elector has a whole TTL to resume the lease, however slow its start."""
+        elector has a whole TTL to resume the lease, however slow its start. Only the first
+        call counts: a keeper stopped without that renewal (a node that went away) does not
+        renew on a later stop."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5.0)

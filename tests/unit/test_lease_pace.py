@@ -91,3 +91,12 @@ def test_alive_ends_a_margin_before_the_earliest_expiry(tmp_path):
     assert k.alive()
     clock.now += 0.02  # type: ignore[attr-defined]
     assert not k.alive()
+
+
+def test_a_stopped_keeper_does_not_renew_on_a_second_stop(tmp_path):
+    """A node that went away (stop without the last renewal) stays gone when its elector
+    stops too: its lease runs out TTL after the last renewal, not after the stop."""
+    k = keeper(tmp_path, 2, [2])
+    k.stop()
+    k.stop(renew_first=True)
+    assert k._streams.outcomes == [2]  # type: ignore[attr-defined]
