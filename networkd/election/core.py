@@ -231,6 +231,8 @@ class ElectorCore:
         self._settle_until = 0.0
         self._disturbances: Tuple[int, int] = (0, 0)
         self._presence: Set[str] = set()
+        self._departed: Set[str] = set()  # last holders whose presence went while we watched
+        self._watched_steadily = False
         self._presence_since = clock()
         self.counters = ElectorCounters()
         self.steps = 0
@@ -447,11 +449,18 @@ class ElectorCore:
                 move = keys.parse_move(entry.value)
                 if move is not None:
                     ctx.moves[key[len(keys.MOVES_PREFIX) :]] = move
+        seen = (self.keeper.lost, self.mirror.disconnects)
+        disturbed = seen != self._disturbances or not ctx.alive or not self.mirror.connected
+        # Nodes whose presence key went while this node watched, connected and alive
+        # through this step and the one before (a fresh read after an outage is no
+        # departure): they stopped or died, and will not take their free locks back.
+        if not disturbed and self._watched_steadily:
+            self._departed |= self._presence - ctx.live
+        self._departed &= set(self._last_holder.values()) - ctx.live
+        self._watched_steadily = not disturbed
         if ctx.live != self._presence:
             self._presence = set(ctx.live)
             self._presence_since = ctx.now
-        seen = (self.keeper.lost, self.mirror.disconnects)
-        disturbed = seen != self._disturbances or not ctx.alive or not self.mirror.connected
         if seen != self._disturbances:
             log.info(
                 "elector settling after etcd disturbance lease_lost=%d watch_lost=%d seconds=%.1f",
@@ -513,6 +522,7 @@ class ElectorCore:
                 over_share_delay=max(2.0, 2 * self.config.vip_ttl),
                 settling=self.settling(ctx.now),
                 last_holder=dict(self._last_holder),
+                departed=set(self._departed),
                 rebalance=ctx.now - self._presence_since >= self.settle_s,
                 moves=ctx.moves,
             )

@@ -19,7 +19,10 @@ belong to nodes that may well still be fine. While ``settling`` a free lock is c
 at once by its last holder only (this node, if it still has the address or held it last);
 other nodes leave it alone until the settling period ends, and nobody gives VIPs away to
 rebalance. So an etcd stall moves no VIP whose holder stayed healthy, and a VIP never
-gets a second announcer from the reshuffle.
+gets a second announcer from the reshuffle. A last holder whose presence key went while
+this node watched (``departed``: it stopped or died after this node's own disturbance)
+takes nothing back: its free locks are contended as usual (a planned stop just after a
+healed link cut of both standbys waited out the whole settling period, 1.6 s).
 """
 
 import dataclasses
@@ -71,6 +74,9 @@ class PlanInput:
     over_share_delay: float = 4.0
     settling: bool = False
     last_holder: Dict[str, str] = dataclasses.field(default_factory=dict)  # ip -> hostname
+    # last holders that went away (stopped or died) while this node watched: settling
+    # does not wait for them to take their locks back
+    departed: Set[str] = dataclasses.field(default_factory=set)
     rebalance: bool = True  # False while the cluster's presence keys are still moving
     moves: Dict[str, Move] = dataclasses.field(default_factory=dict)  # planned moves by VIP
 
@@ -174,8 +180,10 @@ def plan_vips(p: PlanInput) -> VipPlan:
             last = p.last_holder.get(ip, "")
             if last == me:
                 out.compete[ip] = 0.0  # ours before the disturbance: take it back first
-            if last:
+                continue
+            if last and last not in p.departed:
                 continue  # another node's: its holder takes it back, or we do once settled
+            # its holder stopped or died while we watched: nobody takes it back, contend
         nodes = nodes_of[pk]
         share = spread.fair_share(len(by_proc[pk]), len(nodes))
         eligible_nodes = [n for n in nodes if n not in cfg.excluded_nodes]

@@ -284,6 +284,10 @@ def test_settling_gives_free_locks_back_to_their_last_holder():
     # once settled, another node's last VIP is contended as usual
     plan = plan_vips(base_input(settling=False, last_holder={"10.0.0.1": "n2"}))
     assert "10.0.0.1" in plan.compete
+    # while settling too when n2 went away while we watched (stopped or died): it takes
+    # nothing back
+    plan = plan_vips(base_input(settling=True, last_holder={"10.0.0.1": "n2"}, departed={"n2"}))
+    assert "10.0.0.1" in plan.compete
 
 
 def test_no_rebalancing_while_settling_or_while_presence_moves():

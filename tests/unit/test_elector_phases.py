@@ -261,6 +261,25 @@ def test_settling_after_a_lost_lease_leaves_another_holders_vip_alone() -> None:
     assert mirror.data[LOCK].value == "n1"  # n2 never came back: taken once settled
 
 
+def test_settling_does_not_wait_for_a_holder_that_stopped_while_we_watched() -> None:
+    """Our lease was lost and re-granted (settling); then n2, the holder, stops: its lock
+    and presence key go while we watch. Nobody takes it back: we claim it at once rather
+    than after the settling period (both standbys of a planned stop were settling after a
+    healed link cut, and the VIP had no holder for 1.6 s)."""
+    core, mirror, _store, keeper, clock = make()
+    mirror.put(LOCK, "n2", 99)
+    mirror.put(node_key("n2"), "n2", 99)
+    run(core, clock, inputs(), seconds=0.5)
+    keeper.lost, keeper.lease_id, keeper.generation = 1, 8, 2  # our own disturbance
+    run(core, clock, inputs(), seconds=0.5)
+    assert core.settling(clock.now)
+    mirror.delete(LOCK)  # n2's planned stop: lock released, then its lease revoked
+    mirror.delete(node_key("n2"))
+    run(core, clock, inputs(), seconds=0.2)
+    assert core.settling(clock.now)
+    assert mirror.data[LOCK].value == "n1"
+
+
 def test_a_failing_check_releases_and_never_contends() -> None:
     core, mirror, _, _, clock = make()
     check = HealthCheck("tcp", port=8080)
