@@ -451,13 +451,17 @@ class ElectorCore:
                     ctx.moves[key[len(keys.MOVES_PREFIX) :]] = move
         seen = (self.keeper.lost, self.mirror.disconnects)
         disturbed = seen != self._disturbances or not ctx.alive or not self.mirror.connected
-        # Nodes whose presence key went while this node watched, connected and alive
-        # through this step and the one before (a fresh read after an outage is no
-        # departure): they stopped or died, and will not take their free locks back.
-        if not disturbed and self._watched_steadily:
+        # Nodes whose presence key went while this node watched, connected and alive with
+        # its own presence key under its current lease, through this step and the one
+        # before: they stopped or died, and will not take their free locks back. Keys that
+        # went with a mass expiry are no departure: this node's lease went with them (or
+        # was not alive), so the step that sees them is never a steady one.
+        own = ctx.snap.get(node_key(self.hostname))
+        steady = not disturbed and own is not None and own.lease == ctx.lease_id
+        if steady and self._watched_steadily:
             self._departed |= self._presence - ctx.live
         self._departed &= set(self._last_holder.values()) - ctx.live
-        self._watched_steadily = not disturbed
+        self._watched_steadily = steady
         if ctx.live != self._presence:
             self._presence = set(ctx.live)
             self._presence_since = ctx.now

@@ -3,7 +3,7 @@ in memory, a clock the test moves. Each test drives ``ElectorCore.step`` the way
 controller thread does and checks what it would write and publish."""
 
 import json
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from networkd import keys
 from networkd.bus.messages import (
@@ -67,6 +67,7 @@ class FakeStore:
         self.hostname = hostname
         self.writes: List[Tuple[str, str]] = []
         self.config: Dict[str, str] = {}
+        self.revoked: Set[int] = set()  # leases etcd no longer has: writes with them fail
 
     def _done(self, op: str, key: str, ok: bool) -> TxnResult:
         if ok:
@@ -74,13 +75,13 @@ class FakeStore:
         return TxnResult(ok, self.mirror.revision)
 
     def claim(self, key: str, lease_id: int, value: Optional[str] = None) -> TxnResult:
-        ok = key not in self.mirror.data
+        ok = key not in self.mirror.data and lease_id not in self.revoked
         if ok:
             self.mirror.put(key, value or self.hostname, lease_id)
         return self._done("claim", key, ok)
 
     def claim_all(self, lock_keys: List[str], lease_id: int) -> TxnResult:
-        ok = all(k not in self.mirror.data for k in lock_keys)
+        ok = all(k not in self.mirror.data for k in lock_keys) and lease_id not in self.revoked
         for key in lock_keys if ok else []:
             self.mirror.put(key, self.hostname, lease_id)
         return self._done("claim_all", ",".join(lock_keys), ok)
@@ -278,6 +279,26 @@ def test_settling_does_not_wait_for_a_holder_that_stopped_while_we_watched() -> 
     run(core, clock, inputs(), seconds=0.2)
     assert core.settling(clock.now)
     assert mirror.data[LOCK].value == "n1"
+
+
+def test_a_mass_expiry_seen_before_our_own_loss_is_no_departure() -> None:
+    """etcd resumed after a stall and revoked every lease at once; the watch delivers the
+    deletions (n2's lock and presence, and our own presence) before our keeper learns
+    that our lease went too. n2 may well be fine: we still leave its lock to it while
+    settling."""
+    core, mirror, store, keeper, clock = make()
+    mirror.put(LOCK, "n2", 99)
+    mirror.put(node_key("n2"), "n2", 99)
+    run(core, clock, inputs(), seconds=0.5)
+    store.revoked.add(7)  # our lease went in the same burst
+    mirror.delete(LOCK)
+    mirror.delete(node_key("n2"))
+    mirror.delete(node_key("n1"))
+    run(core, clock, inputs(), seconds=0.01)
+    keeper.lost, keeper.lease_id, keeper.generation = 1, 8, 2
+    run(core, clock, inputs(), seconds=2.0)
+    assert core.settling(clock.now)
+    assert LOCK not in mirror.data
 
 
 def test_a_failing_check_releases_and_never_contends() -> None:
