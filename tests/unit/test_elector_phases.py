@@ -21,17 +21,10 @@ from networkd.election.core import ElectorCore, Inputs, node_key
 from networkd.election.mirror import Entry
 from networkd.election.store import TxnResult
 from networkd.jobs.runner import JobRunner
+from tests.support.clock import FakeClock
 
 VIP = "10.0.0.1"
 LOCK = keys.vip_lock(VIP)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeMirror:
@@ -162,8 +155,8 @@ class FakeKeeper:
         pass
 
 
-def make(hostname: str = "n1") -> Tuple[ElectorCore, FakeMirror, FakeStore, FakeKeeper, Clock]:
-    clock = Clock()
+def make(hostname: str = "n1") -> Tuple[ElectorCore, FakeMirror, FakeStore, FakeKeeper, FakeClock]:
+    clock = FakeClock()
     core = ElectorCore(
         Config(vip_ttl=2.0, docker_endpoint=""),
         hostname,
@@ -203,7 +196,7 @@ def inputs(**overrides: Any) -> Inputs:
     return Inputs(**values)
 
 
-def run(core: ElectorCore, clock: Clock, inp: Inputs, seconds: float = 0.0) -> None:
+def run(core: ElectorCore, clock: FakeClock, inp: Inputs, seconds: float = 0.0) -> None:
     """Steps as the controller thread runs them, for ``seconds`` of the fake clock."""
     core.set_inputs(inp)
     end = clock.now + seconds

@@ -6,14 +6,7 @@ from typing import List, Union
 import pytest
 
 from networkd.election.lease import LeaseKeeper, default_interval, default_margin
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 class Streams:
@@ -33,7 +26,7 @@ class Streams:
 
 
 def keeper(tmp_path, ttl: float, outcomes: List[Union[int, Exception]]) -> LeaseKeeper:
-    k = LeaseKeeper(lambda: object(), ttl, str(tmp_path / "lease"), clock=Clock())
+    k = LeaseKeeper(lambda: object(), ttl, str(tmp_path / "lease"), clock=FakeClock(100.0))
     k._streams = Streams(outcomes)  # type: ignore[assignment]
     k._current = k._held(7, float(ttl), k._clock())
     return k
