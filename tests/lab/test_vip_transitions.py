@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Sequence
 
 import pytest
 
+from networkd.config import Config
+from networkd.election.lease import default_margin
 from tests.lab import observe
 from tests.lab.lab import Lab, LabNode
 from tests.lab.observe import AddressTimeline, LockViews, TcpProber
@@ -252,8 +254,11 @@ def test_elector_gone_while_etcd_unreachable_stops_announcing(lab: Lab) -> None:
             time.sleep(4.0)
             mine = [g.at - killed for g in sniffer.garps(VIP) if g.mac == node.mac]
             print(f"announcements after the elector was killed at 0: {[round(t, 2) for t in mine]}")
-            # the last lease renewal was at most TTL/4 before the kill: valid until <= 1.5 s
-            assert all(t <= 1.6 for t in mine), mine
+            # the last lease renewal was at most one interval (TTL/2) before the kill: the
+            # lease is valid until at most TTL - margin after it (1.7 s at the default 2 s)
+            ttl = Config().vip_ttl  # start() leaves -vip.ttl at its default
+            valid_for = ttl - default_margin(ttl)
+            assert all(t <= valid_for + 0.1 for t in mine), mine
             assert node.has_address(VIP)  # hold: kept, but silent
             lab.client.send_garp(VIP, mac="02:00:00:77:77:79")
             lab.wait(lambda: not node.has_address(VIP), 2, "yielded to another announcer")
