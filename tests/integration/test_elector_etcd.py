@@ -88,7 +88,7 @@ def test_renewals_share_one_keepalive_stream_and_a_broken_one_is_replaced(etcd, 
     keeper.start()
     client = etcd.client()
     client.put("/t/ka", "v", lease=keeper.lease_id)
-    time.sleep(3.0)  # 12 renewals at TTL/4
+    time.sleep(3.0)  # 6 renewals at TTL/2
     assert _keepalive_streams_started(etcd) - before == 1
     assert keeper.alive() and client.get("/t/ka")[0] == b"v"
     lease_id = keeper.lease_id
