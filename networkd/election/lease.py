@@ -461,7 +461,9 @@ class LeaseKeeper:
     def _renew(self, held: _Held) -> None:
         sent = self._clock()
         try:
-            ttl = self._streams.renew(self._holder.get(), held.lease_id)
+            # ``answered``: when the request etcd answered was sent, this one's or, when it
+            # was late, an earlier one's (keepalive.py); the lease counts from then
+            ttl, answered = self._streams.renew(self._holder.get(), held.lease_id, sent)
         except Exception as exc:
             self._failed(f"keepalive: {describe_error(exc)}", exc)
             return
@@ -469,8 +471,8 @@ class LeaseKeeper:
             self._expired(held)
             return
         with self._lock:
-            held.last_ok = sent
-            self._latency_ms = (self._clock() - sent) * 1000.0
+            held.last_ok = max(held.last_ok, answered)
+            self._latency_ms = (self._clock() - answered) * 1000.0
             if self._consecutive_failures:
                 log.info(
                     "lease renewed again id=%x after_failures=%d",

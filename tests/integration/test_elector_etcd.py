@@ -105,6 +105,33 @@ def test_renewals_share_one_keepalive_stream_and_a_broken_one_is_replaced(etcd, 
     client.close()
 
 
+def test_a_slow_etcd_answers_late_on_the_same_stream_and_the_lease_lives_on(etcd, tmp_path):
+    """etcd stalls 1.5 s (longer than the 0.4 s keep-alive deadline, shorter than the TTL):
+    a renewal misses its deadline, its answer arrives after the stall on the same stream
+    and counts (from when it was sent). Nothing is torn down: one stream, the same channel,
+    the same lease. Before, a missed deadline closed the stream and two of them replaced
+    the channel, which under load made more load (docs/SCALE.md)."""
+    conn = _connector(etcd)
+    before = _keepalive_streams_started(etcd)
+    keeper = LeaseKeeper(lambda: conn(0.4), 2.0, str(tmp_path / "lease"), hostname="n1")
+    keeper.start()
+    lease_id = keeper.lease_id
+    time.sleep(1.2)  # a renewal on the stream first
+    client_before = keeper._holder.peek()
+    etcd.pause()
+    try:
+        time.sleep(1.5)  # a renewal is sent within the first second and misses its deadline
+    finally:
+        etcd.resume()
+    assert _wait(lambda: keeper.alive(), 2.0)
+    time.sleep(1.2)
+    assert keeper.health().keepalive_failures >= 1  # the stall was seen
+    assert keeper.lease_id == lease_id and keeper.alive() and keeper.lost == 0
+    assert keeper._holder.peek() is client_before  # no new channel
+    assert _keepalive_streams_started(etcd) - before == 1  # no new stream
+    keeper.stop()
+
+
 def test_lease_not_alive_before_it_can_expire_then_regranted(etcd, tmp_path):
     conn = _connector(etcd)
     changes = threading.Event()

@@ -1,31 +1,37 @@
 """How often the lease keeper renews, and how long the lease counts as alive: the trade
 between a fast hard failover and tolerance of a slow etcd (networkd.election.lease)."""
 
-from typing import List, Union
+from typing import List, Tuple, Union
 
 import pytest
 
 from networkd.election.lease import LeaseKeeper, default_interval, default_margin
+from networkd.etcd.keepalive import KeepAliveTimeout, Outstanding
 from tests.support.clock import FakeClock
+
+Outcome = Union[int, Tuple[int, float], Exception]
 
 
 class Streams:
-    """Renewal outcomes in order: a TTL (renewed) or an exception (failed)."""
+    """Renewal outcomes in order: a TTL (renewed), (TTL, send time) for an earlier request's
+    late answer, or an exception (failed)."""
 
-    def __init__(self, outcomes: List[Union[int, Exception]]) -> None:
+    def __init__(self, outcomes: List[Outcome]) -> None:
         self.outcomes = outcomes
 
-    def renew(self, client: object, lease_id: int) -> int:
+    def renew(self, client: object, lease_id: int, now: float) -> Tuple[int, float]:
         outcome = self.outcomes.pop(0)
         if isinstance(outcome, Exception):
             raise outcome
-        return outcome
+        if isinstance(outcome, tuple):
+            return outcome
+        return outcome, now
 
     def close(self) -> None:
         pass
 
 
-def keeper(tmp_path, ttl: float, outcomes: List[Union[int, Exception]]) -> LeaseKeeper:
+def keeper(tmp_path, ttl: float, outcomes: List[Outcome]) -> LeaseKeeper:
     k = LeaseKeeper(lambda: object(), ttl, str(tmp_path / "lease"), clock=FakeClock(100.0))
     k._streams = Streams(outcomes)  # type: ignore[assignment]
     k._current = k._held(7, float(ttl), k._clock())
@@ -69,6 +75,30 @@ def test_a_failed_renewal_is_retried_at_an_eighth_of_the_ttl_then_paced_again(tm
     assert k.alive()
 
 
+def test_a_late_answer_counts_from_when_its_request_was_sent(tmp_path):
+    """A slow etcd: the renewal at 101.0 missed its deadline; the retry at 101.25 got the
+    first request's answer (keepalive.py): renewed, counted from 101.0, not 101.25."""
+    k = keeper(tmp_path, 2, [KeepAliveTimeout("no answer"), (2, 101.0)])
+    clock = k._clock
+    clock.now += 1.0  # type: ignore[attr-defined]
+    k._tick()
+    assert k.health().keepalive_failures == 1 and k._pace() == 0.25
+    clock.now += 0.25  # type: ignore[attr-defined]
+    k._tick()
+    assert k._pace() == 1.0  # renewed: back to the normal pace, no reconnect
+    assert k.valid_until() == pytest.approx(101.0 + 2 - 0.3)
+
+
+def test_a_late_answer_never_moves_the_last_renewal_back(tmp_path):
+    k = keeper(tmp_path, 2, [2, (2, 99.0)])
+    clock = k._clock
+    clock.now += 1.0  # type: ignore[attr-defined]
+    k._tick()
+    clock.now += 1.0  # type: ignore[attr-defined]
+    k._tick()
+    assert k.valid_until() == pytest.approx(101.0 + 2 - 0.3)
+
+
 def test_a_retiring_lease_with_a_shorter_ttl_sets_the_pace(tmp_path):
     k = keeper(tmp_path, 4, [4, 1])
     k._retiring = k._held(8, 1.0, k._clock())
@@ -93,3 +123,31 @@ def test_a_stopped_keeper_does_not_renew_on_a_second_stop(tmp_path):
     k.stop()
     k.stop(renew_first=True)
     assert k._streams.outcomes == [2]  # type: ignore[attr-defined]
+
+
+def test_answers_belong_to_requests_in_the_order_they_were_sent():
+    """etcd answers a stream's keep-alives in order: the n-th answer is the n-th request's."""
+    pending = Outstanding()
+    pending.sent(7, 1.0)
+    pending.sent(8, 1.1)
+    pending.sent(7, 1.5)
+    assert pending.answered(7) == 1.0
+    assert pending.answered(8) == 1.1
+    assert len(pending) == 1
+    assert pending.answered(7) == 1.5
+    assert len(pending) == 0
+
+
+@pytest.mark.parametrize(
+    "sent, answer, reason",
+    [
+        ([], 7, "keep-alive answer for lease 7 nobody asked for"),
+        ([8], 7, "keep-alive answer for lease 7, not 8"),
+    ],
+)
+def test_an_answer_out_of_order_is_refused(sent, answer, reason):
+    pending = Outstanding()
+    for lease_id in sent:
+        pending.sent(lease_id, 1.0)
+    with pytest.raises(ConnectionError, match=reason):
+        pending.answered(answer)
