@@ -72,6 +72,12 @@ JOB_RETRY_S = 1.0
 # a step is O(VIPs + nodes), and one per second on every node of a 1,000-node cluster
 # was ~1% of a core per node for nothing (docs/SCALE.md).
 IDLE_STEP_S = 5.0
+# The cluster view (``vip list``) is an operator's view: rebuilt at most this often, and
+# at once while an operator's command waits for it. A step happens on every event, and
+# under churn (a node restarting, a lease re-granted) every node took one per event:
+# building the view each time was a third of a step at 100 simulated nodes
+# (docs/SCALE.md).
+CLUSTER_VIEW_S = 0.5
 RUNNING_RECHECK_S = 1.0  # a container-running check is asked again this often
 
 
@@ -232,6 +238,8 @@ class ElectorCore:
         self._disturbances: Tuple[int, int] = (0, 0)
         self._presence: Set[str] = set()
         self._departed: Set[str] = set()  # last holders whose presence went while we watched
+        self._cluster: Dict[str, VipClusterView] = {}
+        self._cluster_due = 0.0  # when the cluster view may be rebuilt
         self._watched_steadily = False
         self._presence_since = clock()
         self.counters = ElectorCounters()
@@ -821,21 +829,26 @@ class ElectorCore:
     def _cluster_and_commands(self, ctx: StepContext) -> None:
         """The cluster-wide view of the VIPs, and the operators' commands that need it."""
         assert self.commands is not None
-        reports = {
-            key[len(keys.HEALTH_PREFIX) :]: keys.parse_health_report(entry.value)
-            for key, entry in ctx.snap.items()
-            if key.startswith(keys.HEALTH_PREFIX)
-        }
-        ctx.cluster = cluster_view(
-            ctx.configs,
-            ctx.locks,
-            ctx.live,
-            {k: list(v.nodes) for k, v in ctx.inp.proc_nodes.items()},
-            reports,
-            ctx.moves,
-            self.hostname,
-            ctx.plan.status,
-        )
+        if ctx.now >= self._cluster_due or self.commands.waiting():
+            reports = {
+                key[len(keys.HEALTH_PREFIX) :]: keys.parse_health_report(entry.value)
+                for key, entry in ctx.snap.items()
+                if key.startswith(keys.HEALTH_PREFIX)
+            }
+            self._cluster = cluster_view(
+                ctx.configs,
+                ctx.locks,
+                ctx.live,
+                {k: list(v.nodes) for k, v in ctx.inp.proc_nodes.items()},
+                reports,
+                ctx.moves,
+                self.hostname,
+                ctx.plan.status,
+            )
+            self._cluster_due = ctx.now + CLUSTER_VIEW_S
+        else:  # this step's inputs are shown once the interval ends
+            ctx.wake_in(self._cluster_due - ctx.now)
+        ctx.cluster = self._cluster
         self.commands.step(ctx.configs, ctx.cluster, ctx.locks, ctx.lease_id, ctx.alive)
         if self.commands.pending:
             ctx.wake_in(0.05)

@@ -7,7 +7,14 @@ deadline comes first.
 """
 
 from networkd.config import Config
-from networkd.election.core import IDLE_STEP_S, RUNNING_RECHECK_S, ElectorCore, Inputs, StepContext
+from networkd.election.core import (
+    CLUSTER_VIEW_S,
+    IDLE_STEP_S,
+    RUNNING_RECHECK_S,
+    ElectorCore,
+    Inputs,
+    StepContext,
+)
 from networkd.election.eligibility import DockerCheck
 
 NOW = 1000.0
@@ -69,3 +76,34 @@ def test_idle_controller_wakes_only_for_deadlines():
         elif what == "a Docker socket that does not answer":
             c = core(running=docker_check(False))
         assert abs(wake(c) - expected) < 1e-9, what
+
+
+def test_the_cluster_view_is_rebuilt_at_most_every_half_second_unless_a_command_waits(
+    monkeypatch,
+):
+    """Every event wakes the controller; under churn that is many steps a second on every
+    node. The operator's view (``vip list``) is rebuilt at most every CLUSTER_VIEW_S, the
+    next time shows what the skipped steps saw, and a command gets a fresh one."""
+    from networkd.bus.messages import VipCommand
+    from networkd.election import core as core_module
+    from networkd.election.commands import CommandRunner
+
+    built = []
+    monkeypatch.setattr(core_module, "cluster_view", lambda *a: built.append(a) or {})
+    c = core()
+    c.commands = CommandRunner(store=None, clock=lambda: NOW)
+
+    def step(at: float) -> StepContext:
+        ctx = StepContext(now=at, inp=Inputs(), final=False, yielded=set(), lease_id=7,
+                          alive=True)  # fmt: skip
+        c._cluster_and_commands(ctx)
+        return ctx
+
+    assert step(NOW).wake == IDLE_STEP_S and len(built) == 1
+    ctx = step(NOW + 0.1)  # an event 0.1 s later: the last view, and a wake when it is due
+    assert len(built) == 1 and abs(ctx.wake - (CLUSTER_VIEW_S - 0.1)) < 1e-9
+    assert len(built) == 1 and step(NOW + 0.2).wake < CLUSTER_VIEW_S
+    assert step(NOW + CLUSTER_VIEW_S).wake == IDLE_STEP_S and len(built) == 2
+    c.commands.submit(VipCommand(id="1", action="rm", key="10.0.0.9"))
+    step(NOW + CLUSTER_VIEW_S + 0.1)  # a command waits: built at once
+    assert len(built) == 3
