@@ -24,7 +24,8 @@ forecast for 500 and 1,000 nodes.
 
 ``python -m bench scale`` (sizes from ``NETWORKD_SCALE_SIZES``, default 25,50,75,100,200;
 ``NETWORKD_SCALE_KEEP=1`` keeps the node hosts' logs, ``NETWORKD_SIM_LOG=info`` makes
-them verbose).
+them verbose, ``NETWORKD_SCALE_START_RATE`` sets the node starts per second over all
+processes, default 4 per second per process).
 """
 
 import math
