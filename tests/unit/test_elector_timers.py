@@ -89,7 +89,12 @@ def test_the_cluster_view_is_rebuilt_at_most_every_half_second_unless_a_command_
     from networkd.election.commands import CommandRunner
 
     built = []
-    monkeypatch.setattr(core_module, "cluster_view", lambda *a: built.append(a) or {})
+
+    def counted_view(*args):
+        built.append(args)
+        return {}
+
+    monkeypatch.setattr(core_module, "cluster_view", counted_view)
     c = core()
     c.commands = CommandRunner(store=None, clock=lambda: NOW)
 
