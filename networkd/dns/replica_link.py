@@ -81,7 +81,12 @@ class ForwarderLink:
     # ------------------------------------------------------------------ connection
 
     def connect(self, now: float) -> Optional[int]:
-        """Try to connect (at most every RECONNECT s); the new fd to watch, or None."""
+        """Try to connect (at most every RECONNECT s); the new fd to watch, or None.
+
+        Nothing is sent here: the hello, the queries still handed and the cache copy are
+        queued for the next ``flush``, which the caller runs once it watches the fd. (A
+        send here could fail, a forwarder killed just after accepting, and leave the
+        caller an fd that is already closed.)"""
         if self.sock is not None or now < self._next_connect:
             return None
         self._next_connect = now + RECONNECT
@@ -100,7 +105,6 @@ class ForwarderLink:
         self._restore = channel.chunked("restore", restore, channel.entry_wire_size)
         self._asks = [self._ask_item(seq, h) for seq, h in self.handed.items()]
         log.info("dns forwarder connected name=%s handed=%d", self.name, len(self.handed))
-        self.flush()
         return sock.fileno()
 
     def disconnect(self, reason: str) -> None:

@@ -191,13 +191,13 @@ class DnsServer:
 
     def _timers(self, now: float) -> None:
         self._next_timer = now + TIMER_SECONDS
+        self.link.expire(now)  # first: a query past its deadline is not handed over again
         fd = self.link.connect(now)
         if fd is not None:
             self._link_fd = fd
             self._link_mask = select.EPOLLIN | select.EPOLLOUT
             self._epoll.register(fd, self._link_mask)
-        self.link.expire(now)
-        self._flush_link()
+        self._flush_link()  # sends the hello and the handed queries, or notices it failed
         if self.tcp is not None:
             self.tcp.expire(now)
 
