@@ -1,12 +1,9 @@
 """One DNS replica's event loop: the shared UDP and TCP sockets, epoll, one thread.
 
 Hot path (UDP): ``recvmmsg`` a batch -> for each query, look the bytes after its ID up
-in a memo of finished answers -> prepend the ID -> one ``sendmmsg`` for the batch. The
-memo holds answers for local names (cleared whenever the zone changes) and, in a second
-memo, answers built from the cache, each kept only until one of its TTLs counts down
-(``cache.exact_until``: every entry on its own second, so they are rebuilt spread over
-the second, not all at once). A
-memo miss takes the slow path: parse (networkd/dns/wire.py), the zone, the replica's
+in a memo of finished answers (networkd/dns/memo.py: local names until the zone changes,
+cached names until a TTL counts down, one dict for both) -> prepend the ID -> one
+``sendmmsg`` for the batch. A memo miss takes the slow path: parse (networkd/dns/wire.py), the zone, the replica's
 copy of the node's cache (networkd/dns/cache.py, filled by the forwarder), else hand the
 query to the forwarder (networkd/dns/replica_link.py). A batch is answered, and its
 handed queries sent, before the next batch is read: a replica killed at any instant
@@ -25,10 +22,11 @@ import select
 import socket
 import threading
 import time
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 from networkd.dns import answers, wire
 from networkd.dns.cache import ForwardCache, exact_until
+from networkd.dns.memo import Memo
 from networkd.dns.mmsg import BatchedUdp, PlainUdp
 from networkd.dns.replica_link import ForwarderLink
 from networkd.dns.stats import ReplicaStats
@@ -37,46 +35,28 @@ from networkd.dns.zone import Zone
 
 log = logging.getLogger("networkd.dns")
 
-MEMO_BYTES = 8 << 20  # per memo; cleared whole when full
-MEMO_KEY_MAX = 512  # longer queries (big OPT options) are answered but not memoized
 UDP_BATCHES = 16  # batches per wake-up before looking at the other sockets
 TIMER_SECONDS = 0.05  # timer granularity while timers matter (see _timers_matter)
 IDLE_SECONDS = 1.0  # otherwise the loop sleeps until a packet, a connection or a stop
 # recvmmsg/sendmmsg batching (networkd.dns.mmsg); NETWORKD_DNS_MMSG=0 turns it off.
 USE_MMSG = os.environ.get("NETWORKD_DNS_MMSG", "1") != "0"
 
+EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
+
 Client = Union[Tuple[Any, ...], TcpConn]
 LOCAL, CACHED, HANDED = 1, 2, 3  # how a query was answered (HANDED: by the forwarder)
 
 
-class Memo:
-    """Finished answers (without their ID) keyed by the query's bytes after the ID.
-
-    The local memo holds the answer bytes; the cached-answer memo holds (answer, the
-    instant it stops being exact). Bounded in bytes: cleared whole when full."""
-
-    def __init__(self, max_bytes: int = MEMO_BYTES, overhead: int = 120) -> None:
-        self.answers: Dict[bytes, Any] = {}
-        self.bytes = 0
-        self.max_bytes = max_bytes
-        self.overhead = overhead  # what Python holds per entry besides the bytes
-
-    def put(self, key: bytes, value: Any, nbytes: int) -> None:
-        """Remember ``value`` (``nbytes`` of answer) for ``key``."""
-        if len(key) > MEMO_KEY_MAX:
-            return
-        if key in self.answers:  # rebuilt (its TTLs counted down): about as large
-            self.answers[key] = value
-            return
-        size = len(key) + nbytes + self.overhead
-        if self.bytes + size > self.max_bytes:
-            self.clear()
-        self.answers[key] = value
-        self.bytes += size
-
-    def clear(self) -> None:
-        self.answers.clear()
-        self.bytes = 0
+def register_shared(ep: Any, fd: int) -> None:
+    """Watch a listening socket every replica shares, woken alone when a packet or a
+    connection comes (EPOLLEXCLUSIVE, Linux 4.5): without it every idle replica wakes
+    for every datagram and all but one find nothing, which at moderate rates cost more
+    CPU than the queries (docs/ARCHITECTURE.md, "DNS sockets"). Plain EPOLLIN where the
+    kernel lacks it (CentOS 7's 3.10)."""
+    try:
+        ep.register(fd, select.EPOLLIN | EPOLLEXCLUSIVE)
+    except OSError:
+        ep.register(fd, select.EPOLLIN)
 
 
 class DnsServer:
@@ -101,13 +81,12 @@ class DnsServer:
         self.link = ForwarderLink(forwarder_path, name, self.cache, self.stats, forward_deadline)
         self.link.on_tcp_answer = self._tcp_answered
         self.link.on_fail = self._servfail
-        self.link.on_clear = self._clear_forwarded_memo
+        self.link.on_clear = self._clear_cached_memo
         self.tcp_limits = tcp_limits or TcpLimits()
         self.tcp: Optional[TcpConnections] = None
         self._zone = Zone({}, {}, 0)
         self._memo = Memo()
         self._memo_version = -1
-        self._fmemo = Memo(overhead=160)  # (answer, exact until) tuples
         self._udp_io: Union[BatchedUdp, PlainUdp] = PlainUdp(udp)
         if USE_MMSG:
             try:
@@ -144,12 +123,12 @@ class DnsServer:
         self.udp.setblocking(False)
         ep = self._epoll = select.epoll()
         udp_fd = self.udp.fileno()
-        ep.register(udp_fd, select.EPOLLIN)
+        register_shared(ep, udp_fd)
         tcp_fd = -1
         if self.tcp_listener is not None:
             self.tcp_listener.setblocking(False)
             tcp_fd = self.tcp_listener.fileno()
-            ep.register(tcp_fd, select.EPOLLIN)
+            register_shared(ep, tcp_fd)
             self.tcp = TcpConnections(self.tcp_listener, ep, self._tcp_query, self.tcp_limits)
         ep.register(self._wake_r.fileno(), select.EPOLLIN)
         conns = self.tcp.conns if self.tcp is not None else {}
@@ -222,24 +201,26 @@ class DnsServer:
             self._link_mask = mask
             self._epoll.modify(self._link_fd, mask)
 
-    def _clear_forwarded_memo(self) -> None:
-        self._fmemo.clear()
+    def _clear_cached_memo(self) -> None:
+        self._memo.clear_timed()
 
     # ------------------------------------------------------------------ UDP
 
-    def _refresh_memos(self, zone: Zone) -> None:
+    def _refresh_memo(self, zone: Zone, now: float) -> None:
+        memo = self._memo
         if zone.version != self._memo_version:
-            self._memo.clear()
-            self._fmemo.clear()  # a name that became local must not be served from it
+            memo.clear()  # cached answers too: a name that became local must not be served
             self._memo_version = zone.version
+        elif now >= memo.next_expiry:
+            memo.expire(now)
 
     def _drain_udp(self) -> None:
         """Up to UDP_BATCHES batches: each received, answered and handed over in turn."""
         io = self._udp_io
         link = self.link
         memo_get = self._memo.answers.get
-        fmemo_get = self._fmemo.answers.get
         rcodes = self.stats.rcodes
+        batch = io.batch
         for _ in range(UDP_BATCHES):
             try:
                 got = io.receive()
@@ -250,15 +231,11 @@ class DnsServer:
                 return
             zone = self._zone
             now = time.monotonic()
-            self._refresh_memos(zone)
+            self._refresh_memo(zone, now)
             replies = []
             for slot, data in got:
                 key = data[2:]
                 answer = memo_get(key)
-                if answer is None:
-                    timed = fmemo_get(key)
-                    if timed is not None and timed[1] > now:
-                        answer = timed[0]
                 if answer is None:
                     full = self._slow_udp(data, io.address(slot), zone, now)
                     if full is not None:
@@ -271,6 +248,8 @@ class DnsServer:
             io.reply(replies)
             if link.has_asks:
                 self._flush_link()
+            if len(got) < batch:
+                return  # it found the socket empty: epoll says when the next one comes
 
     def _slow_udp(self, data: bytes, addr: Any, zone: Zone, now: float) -> Optional[bytes]:
         try:
@@ -280,9 +259,9 @@ class DnsServer:
             return None
         if answer is not None:
             if memo == LOCAL:
-                self._memo.put(data[2:], answer[2:], len(answer) - 2)
-            elif memo == CACHED:
-                self._fmemo.put(data[2:], (answer[2:], until), len(answer) - 2)
+                self._memo.put(data[2:], answer[2:])
+            elif memo == CACHED and until > now:
+                self._memo.put(data[2:], answer[2:], until)
         return answer
 
     # ------------------------------------------------------------------ answers
