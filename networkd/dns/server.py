@@ -219,6 +219,7 @@ class DnsServer:
         io = self._udp_io
         link = self.link
         memo_get = self._memo.answers.get
+        stale_pop = self._memo.stale.pop
         rcodes = self.stats.rcodes
         batch = io.batch
         for _ in range(UDP_BATCHES):
@@ -237,7 +238,10 @@ class DnsServer:
                 key = data[2:]
                 answer = memo_get(key)
                 if answer is None:
-                    full = self._slow_udp(data, io.address(slot), zone, now)
+                    query = stale_pop(key, None)
+                    full = None if query is None else self._rebuild(data, query, now)
+                    if full is None:
+                        full = self._slow_udp(data, io, slot, zone, now)
                     if full is not None:
                         replies.append((slot, full))
                         rcodes[full[3] & 15] += 1
@@ -251,49 +255,72 @@ class DnsServer:
             if len(got) < batch:
                 return  # it found the socket empty: epoll says when the next one comes
 
-    def _slow_udp(self, data: bytes, addr: Any, zone: Zone, now: float) -> Optional[bytes]:
+    def _slow_udp(
+        self, data: bytes, io: Union[BatchedUdp, PlainUdp], slot: int, zone: Zone, now: float
+    ) -> Optional[bytes]:
         try:
-            answer, memo, until = self._answer(data, addr, zone, now, tcp=False)
+            answer, how, until, query = self._answer(data, zone, now, tcp=False)
+            if how == HANDED:  # the client's address is only needed here (a ctypes read)
+                self.link.ask(io.address(slot), data, False, now)
         except Exception:  # never let one packet stop the replica
-            log.exception("dns query failed from=%s", addr)
+            log.exception("dns query failed from=%s", io.address(slot))
             return None
         if answer is not None:
-            if memo == LOCAL:
+            if how == LOCAL:
                 self._memo.put(data[2:], answer[2:])
-            elif memo == CACHED and until > now:
-                self._memo.put(data[2:], answer[2:], until)
+            elif how == CACHED and until > now:
+                self._memo.put(data[2:], answer[2:], until, query)
         return answer
+
+    def _rebuild(self, data: bytes, q: wire.Query, now: float) -> Optional[bytes]:
+        """A cached name's answer again, from the query parsed when it was last built
+        (the same bytes after the ID, the same zone: ``Memo.stale``); None when the cache
+        no longer holds it (then the slow path decides). The bytes are what the slow
+        path would build, but for the ID."""
+        try:
+            entry = self.cache.get(q.cache_key(), now)
+            if entry is None:
+                return None
+            answer = answers.cached_answer(q, entry, now, answers.limit_for(q, False))
+        except Exception:
+            log.exception("dns rebuild failed")
+            return None
+        self.stats.cache_hits += 1
+        until = exact_until(entry, now)
+        if until > now:
+            self._memo.put(data[2:], answer[2:], until, q)
+        return data[:2] + answer[2:]
 
     # ------------------------------------------------------------------ answers
 
     def _answer(
-        self, data: bytes, client: Client, zone: Zone, now: float, tcp: bool
-    ) -> Tuple[Optional[bytes], int, float]:
-        """(answer or None, how, until when a CACHED answer is exact). None: no answer now
-        (ignored, or HANDED to the forwarder)."""
+        self, data: bytes, zone: Zone, now: float, tcp: bool
+    ) -> Tuple[Optional[bytes], int, float, Optional[wire.Query]]:
+        """(answer or None, how, until when a CACHED answer is exact, the parsed query).
+        None: no answer (ignored, or HANDED: the caller hands it to the forwarder)."""
         try:
             q = wire.parse_query(data)
         except wire.Ignore:
-            return None, 0, 0.0
+            return None, 0, 0.0, None
         except wire.FormatError:
-            return answers.formerr_answer(data), 0, 0.0
+            return answers.formerr_answer(data), 0, 0.0, None
         if q.flags & wire.OPCODE_MASK:
-            return answers.error_answer(q, wire.RCODE_NOTIMP), 0, 0.0
+            return answers.error_answer(q, wire.RCODE_NOTIMP), 0, 0.0, q
         if q.edns is not None and q.edns.version != 0:
-            return answers.error_answer(q, wire.RCODE_BADVERS), 0, 0.0
+            return answers.error_answer(q, wire.RCODE_BADVERS), 0, 0.0, q
         if q.qtype in wire.ZONE_TRANSFERS:
-            return answers.error_answer(q, wire.RCODE_REFUSED), 0, 0.0
+            return answers.error_answer(q, wire.RCODE_REFUSED), 0, 0.0, q
         limit = answers.limit_for(q, tcp)
         if q.qclass == wire.CLASS_IN:
             record = zone.lookup(q.lname)
             if record is not None:
-                return answers.local_answer(q, record, limit), LOCAL, 0.0
+                return answers.local_answer(q, record, limit), LOCAL, 0.0, q
         entry = self.cache.get(q.cache_key(), now)
         if entry is not None:
             self.stats.cache_hits += 1
-            return answers.cached_answer(q, entry, now, limit), CACHED, exact_until(entry, now)
-        self.link.ask(client, data, tcp, now)
-        return None, HANDED, 0.0
+            answer = answers.cached_answer(q, entry, now, limit)
+            return answer, CACHED, exact_until(entry, now), q
+        return None, HANDED, 0.0, q
 
     def _servfail(self, client: Any, data: bytes, tcp: bool) -> None:
         """No forwarder answered in time: SERVFAIL from here."""
@@ -315,7 +342,9 @@ class DnsServer:
     def _tcp_query(self, conn: TcpConn, data: bytes, now: float) -> Optional[bytes]:
         self.stats.queries += 1
         try:
-            answer, how, _ = self._answer(data, conn, self._zone, now, tcp=True)
+            answer, how, _, _ = self._answer(data, self._zone, now, tcp=True)
+            if how == HANDED:
+                self.link.ask(conn, data, True, now)
         except Exception:
             log.exception("dns query failed from=%s", conn.peer)
             return None

@@ -338,6 +338,35 @@ def test_ttls_count_down_in_cached_answers(harness: DnsHarness, upstream: Dnsmas
     assert harness.server.stats.cache_hits >= 2
 
 
+def test_a_cached_answer_asked_after_its_second_is_rebuilt_as_a_fresh_one(
+    harness: DnsHarness, upstream: Dnsmasq
+) -> None:
+    """The same query bytes again after a TTL counted down: the memo's answer has expired
+    and is rebuilt from the query parsed before (Memo.stale). It must be what the slow
+    path builds (a TCP query, never memoised) but for the ID."""
+    harness.set_forwarding([upstream.address])
+    harness.query("up.example")  # a miss: the cache fills
+    query = dns.message.make_query("up.example", "A", use_edns=0)
+    data = query.to_wire()
+    for _ in range(4):  # built on the slow path, then served from the memo
+        assert harness.raw_udp(data) is not None
+    first = dns.message.from_wire(harness.raw_udp(data) or b"")
+    time.sleep(1.2)
+    for delay in range(4):
+        rebuilt = dns.message.from_wire(harness.raw_udp(data) or b"")
+        fresh = harness.send(query, tcp=True)
+        if rebuilt.answer[0].ttl == fresh.answer[0].ttl:
+            break
+        time.sleep(0.1 * delay)  # the second turned between the two
+    assert rebuilt.id == query.id
+    assert rebuilt.flags == fresh.flags
+    assert rebuilt.question == fresh.question
+    assert rebuilt.answer == fresh.answer
+    assert rebuilt.answer[0].ttl == fresh.answer[0].ttl <= first.answer[0].ttl - 1
+    assert [str(r) for r in rebuilt.answer[0]] == ["10.20.0.1"]
+    assert rebuilt.opt is not None and fresh.opt is not None
+
+
 def test_negative_answers_cached_for_soa_minimum(harness: DnsHarness) -> None:
     fake = FakeUpstream("nxdomain", soa_ttl=300, soa_minimum=20)
     try:

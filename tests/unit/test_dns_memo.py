@@ -3,7 +3,7 @@ bytes accounted so that expiring entries does not creep toward a whole clear."""
 
 import math
 
-from networkd.dns.memo import MEMO_KEY_MAX, Memo
+from networkd.dns.memo import MEMO_KEY_MAX, STALE_SECONDS, Memo
 
 
 def test_local_answers_stay_timed_ones_go_at_their_instant() -> None:
@@ -60,3 +60,32 @@ def test_bounded_in_bytes_and_keys() -> None:
     assert 0 < len(memo) < 20  # cleared whole when full, then refilled
     memo.put(b"q" * (MEMO_KEY_MAX + 1), b"a")
     assert b"q" * (MEMO_KEY_MAX + 1) not in memo.answers
+
+
+def test_an_expired_answer_leaves_its_query_for_a_rebuild_for_a_few_seconds() -> None:
+    memo = Memo()
+    query = object()
+    memo.put(b"cached", b"C", until=1.0, query=query)
+    memo.put(b"plain", b"P", until=1.0)  # no query given: nothing to rebuild from
+    memo.expire(1.0)
+    assert memo.answers == {}
+    assert memo.stale == {b"cached": query}
+    memo.put(b"other", b"O", until=1.0 + STALE_SECONDS)
+    memo.expire(1.0 + STALE_SECONDS)  # a few seconds on: forgotten, so it stays bounded
+    assert memo.stale == {}
+
+
+def test_replaced_answers_and_clears_leave_no_stale_query() -> None:
+    memo = Memo()
+    memo.put(b"k", b"old", until=1.0, query="q-old")
+    memo.put(b"k", b"new", until=2.0, query="q-new")
+    memo.expire(1.0)  # the old item's instant: the key holds a newer answer
+    assert memo.stale == {} and memo.answers == {b"k": b"new"}
+    memo.expire(2.0)
+    assert memo.stale == {b"k": "q-new"}
+    memo.clear_timed()  # the cache was cleared: nothing may be rebuilt from it
+    assert memo.stale == {}
+    memo.put(b"k", b"x", until=3.0, query="q")
+    memo.expire(3.0)
+    memo.clear()  # the zone changed: a name may have become local
+    assert memo.stale == {}
