@@ -13,6 +13,7 @@ import sys
 from typing import List
 
 from networkd.dns.mmsg import BatchedUdp
+from networkd.dns.server import register_shared
 from networkd.dns.sockets import create_listener
 
 # The fixed answer after the query's ID: QR RD RA, NOERROR, no sections (dnsperf matches
@@ -23,7 +24,7 @@ ANSWER_TAIL = b"\x81\x80\x00\x00\x00\x00\x00\x00\x00\x00"
 def serve(sock: socket.socket) -> None:
     batched = BatchedUdp(sock)
     ep = select.epoll()
-    ep.register(sock.fileno(), select.EPOLLIN)
+    register_shared(ep, sock.fileno())  # as a replica watches the shared socket
     while True:
         ep.poll(1.0)
         while True:
