@@ -15,16 +15,19 @@ first (insertion order, the same in every copy).
 
 import math
 import struct
-from typing import Dict, Iterator, NamedTuple, Optional, Tuple
+from collections import OrderedDict
+from typing import Iterator, NamedTuple, Optional, Tuple
+from typing import OrderedDict as OrderedDictType
 
 from networkd.dns import wire
 
 MAX_TTL = 86400
 SERVFAIL_TTL = 1.0
 # What an entry costs beyond its key, body and TTL-field bytes: the entry tuple, the
-# objects' headers, its floats and the dict slot (tracemalloc on CPython 3.11 measures
-# about 450 for an entry decoded from the channel; tests/unit/test_dns_cache.py checks it).
-ENTRY_OVERHEAD = 512
+# objects' headers, its floats, the dict slot and the OrderedDict's link (tracemalloc on
+# CPython 3.11 measures about 510 for an entry decoded from the channel, 450 before the
+# OrderedDict; tests/unit/test_dns_cache.py checks it).
+ENTRY_OVERHEAD = 576
 MAX_KEY = wire.MAX_NAME + 5
 # Where each TTL field is and what it said: (offset in body, ttl) packed, 6 bytes each
 # (a bytes object instead of a tuple of tuples: a tenth of the memory).
@@ -58,7 +61,11 @@ class ForwardCache:
     def __init__(self, max_bytes: int = 64 << 20) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._entries: Dict[bytes, CacheEntry] = {}
+        # Oldest first. An OrderedDict, not a dict: a dict keeps the slots of deleted keys
+        # until it is resized, so finding its first key after many evictions from the
+        # front scans them all (30 us per eviction at 100,000 entries, measured; an
+        # OrderedDict 0.7 us), and a full cache evicts on every fill.
+        self._entries: OrderedDictType[bytes, CacheEntry] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -88,8 +95,8 @@ class ForwardCache:
         self._remove(key)
         entries = self._entries
         while entries and self.bytes + size > self.max_bytes:
-            # dicts keep insertion order: the first key is the oldest
-            self._remove(next(iter(entries)))
+            oldest, entry = entries.popitem(last=False)
+            self.bytes -= entry_size(oldest, entry)
         entries[key] = entry
         self.bytes += size
         return True
