@@ -278,18 +278,24 @@ class DnsServer:
         no longer holds it (then the slow path decides). The bytes are what the slow
         path would build, but for the ID."""
         try:
-            entry = self.cache.get(q.cache_key(), now)
-            if entry is None:
-                return None
-            answer = answers.cached_answer(q, entry, now, answers.limit_for(q, False))
+            hit = self._from_cache(q, now, answers.limit_for(q, False))
         except Exception:
             log.exception("dns rebuild failed")
             return None
-        self.stats.cache_hits += 1
-        until = exact_until(entry, now)
+        if hit is None:
+            return None
+        answer, until = hit
         if until > now:
             self._memo.put(data[2:], answer[2:], until, q)
         return data[:2] + answer[2:]
+
+    def _from_cache(self, q: wire.Query, now: float, limit: int) -> Optional[Tuple[bytes, float]]:
+        """(the answer from the replica's cache copy, until when it is exact), or None."""
+        entry = self.cache.get(q.cache_key(), now)
+        if entry is None:
+            return None
+        self.stats.cache_hits += 1
+        return answers.cached_answer(q, entry, now, limit), exact_until(entry, now)
 
     # ------------------------------------------------------------------ answers
 
@@ -315,11 +321,9 @@ class DnsServer:
             record = zone.lookup(q.lname)
             if record is not None:
                 return answers.local_answer(q, record, limit), LOCAL, 0.0, q
-        entry = self.cache.get(q.cache_key(), now)
-        if entry is not None:
-            self.stats.cache_hits += 1
-            answer = answers.cached_answer(q, entry, now, limit)
-            return answer, CACHED, exact_until(entry, now), q
+        hit = self._from_cache(q, now, limit)
+        if hit is not None:
+            return hit[0], CACHED, hit[1], q
         return None, HANDED, 0.0, q
 
     def _servfail(self, client: Any, data: bytes, tcp: bool) -> None:
