@@ -4,9 +4,14 @@ Docker's built-in macvlan driver (default IPAM), two nodes, a real dockerd on ea
 Figures:
 
 - cross-host TCP throughput between two containers (iperf3 in the containers' network
-  namespaces, ``-t 3``), median over ``NETWORKD_BENCH_ROUNDS`` rounds (default 3), the
+  namespaces, ``-t 3``), median over ``NETWORKD_BENCH_ROUNDS`` rounds (default 5), the
   networks interleaved in each round so that machine noise hits all of them;
 - cross-host round trip (one byte over TCP, 2,000 times, p50 and p99);
+- for the round trip, client and server are pinned to one CPU (``RTT_CPU``), the same
+  for every network: unpinned, a round trip took 28 or 85 us depending on whether the
+  scheduler happened to put both ends on one CPU of this VM, and that, not the network,
+  decided the latency ratios (pinned to two CPUs, every round trip paid the VM's
+  cross-CPU wake-up, 300 us); throughput stays unpinned, as users run it;
 - ``docker run`` to first packet: from the API call that creates and starts the container
   to the first TCP connection it makes to a listener in a container on the other node,
   20 containers per network one after the other (the networks taking turns), p50.
@@ -28,7 +33,7 @@ from typing import Dict, List, Tuple
 from bench.stats import percentile, verdict
 from tests.lab.netlab import IMAGE, NetLab
 
-ROUNDS = int(os.environ.get("NETWORKD_BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("NETWORKD_BENCH_ROUNDS", "5"))
 STARTS = int(os.environ.get("NETWORKD_BENCH_STARTS", "20"))
 IPERF_SECONDS = 3
 RTT_COUNT = 2000
@@ -39,6 +44,7 @@ NETWORKS = {
     "docker macvlan": ("10.52.0.0/16", "macvlan", ""),
 }
 NAMES = {"routed": "nr", "macvlan": "nm", "docker macvlan": "dm"}
+RTT_CPU = max(os.sched_getaffinity(0))
 
 
 def create_networks(lab: NetLab) -> None:
@@ -64,13 +70,20 @@ def in_container(pid: int, *cmd: str) -> List[str]:
     return ["nsenter", "-t", str(pid), "-n", *cmd]
 
 
-def peer(pid: int, *args: str) -> "subprocess.Popen[str]":
+def peer_env(cpu: int = -1) -> Dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=REPO)
+    if cpu >= 0:
+        env["NETPEER_CPU"] = str(cpu)
+    return env
+
+
+def peer(pid: int, *args: str, cpu: int = -1) -> "subprocess.Popen[str]":
     proc = subprocess.Popen(
         in_container(pid, sys.executable, "-m", "bench.netpeer", *args),
         stdout=subprocess.PIPE,
         text=True,
         cwd=REPO,
-        env=dict(os.environ, PYTHONPATH=REPO),
+        env=peer_env(cpu),
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
@@ -86,7 +99,7 @@ class Pair:
         self.server_id, self.server_ip = lab.run(1, name, "sleep", "100000")
         self.client_pid = pid_of(lab, 0, self.client_id)
         self.server_pid = pid_of(lab, 1, self.server_id)
-        self.echo = peer(self.server_pid, "serve", "7000")
+        self.echo = peer(self.server_pid, "serve", "7000", cpu=RTT_CPU)
 
     def throughput(self) -> float:
         """Bits per second, client -> server."""
@@ -121,7 +134,7 @@ class Pair:
             in_container(self.client_pid, sys.executable, "-m", "bench.netpeer", "rtt",
                          self.server_ip, "7000", str(RTT_COUNT)),
             capture_output=True, text=True, timeout=60, check=True, cwd=REPO,
-            env=dict(os.environ, PYTHONPATH=REPO),
+            env=peer_env(RTT_CPU),
         ).stdout  # fmt: skip
         return json.loads(out)  # type: ignore[no-any-return]
 

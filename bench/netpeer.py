@@ -9,6 +9,7 @@ namespace (``nsenter -t <pid> -n python3 -m bench.netpeer ...``).
 """
 
 import json
+import os
 import socket
 import sys
 import time
@@ -79,6 +80,8 @@ def listen(port: int) -> None:
 
 
 if __name__ == "__main__":
+    if os.environ.get("NETPEER_CPU"):
+        os.sched_setaffinity(0, {int(os.environ["NETPEER_CPU"])})
     mode = sys.argv[1]
     if mode == "serve":
         serve(int(sys.argv[2]))

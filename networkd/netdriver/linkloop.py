@@ -36,6 +36,7 @@ from networkd.netdriver.routes import (
     MACVLAN,
     LocalEndpoint,
     RemoteBlock,
+    Route,
     RoutePlan,
     desired_routes,
     link_name,
@@ -49,6 +50,10 @@ log = logging.getLogger("networkd.netlinks")
 LINKS_SOCKET = "links.sock"
 NETSTORE_TOPICS = ["state.net_networks", "state.net_blocks", "state.net_addresses"]
 RECONCILE_S = 1.0
+# A change from the netstore is reconciled once it has settled: a container start is three
+# netstore commits (address, endpoint, link) within ~40 ms, and a reconcile run between
+# them competed for the CPU with the start that caused it.
+SETTLE_S = 0.15
 PROTECT_S = 120.0
 POLL_MS = 50
 
@@ -207,10 +212,12 @@ class LinkLoop:
         subnets = sorted(n.subnet for n in networks.values() if on_link(n))
         return {"endpoints": endpoints, "routes": routes, "subnets": subnets}
 
-    def apply_routes(self, wanted: Dict[str, Any]) -> None:
-        plan = plan_routes(wanted, self.links.routes())
+    def apply_routes(self, wanted: Dict[str, Any]) -> Dict[str, Route]:
+        """Make our routes ``wanted``; returns the routes the kernel has afterwards."""
+        actual = self.links.routes()
+        plan = plan_routes(wanted, actual)
         if plan.empty:
-            return
+            return actual
         changed, errors = self.links.apply(plan)
         self.counters.route_changes += changed
         for route in plan.add + plan.replace:
@@ -220,6 +227,7 @@ class LinkLoop:
         for route in plan.remove:
             log.info("route removed dst=%s kind=%s", route.dst, route.kind)
         self.note_errors(errors)
+        return self.links.routes()
 
     def note_errors(self, errors: List[str]) -> None:
         self.counters.route_errors += len(errors)
@@ -264,8 +272,7 @@ class LinkLoop:
             self.forward.apply(desired["subnets"])
         except Exception as exc:
             self.note_errors([f"forward rules: {exc}"])
-        self.apply_routes(desired["routes"])
-        actual = self.links.routes()
+        actual = self.apply_routes(desired["routes"])
         self.routes_topic.replace(
             {dst: NetRoute(r.dst, r.kind, r.via, r.dev) for dst, r in actual.items()}
         )
@@ -279,10 +286,15 @@ class LinkLoop:
                 envelopes = self.sub.poll(POLL_MS, extra=self.server.fds())
                 self.server.serve(set(self.server.fds()))
                 now = time.monotonic()
-                if any(e.sender == "netstore" for e in envelopes) or now >= self.next_reconcile:
+                if any(e.sender == "netstore" for e in envelopes):
+                    self.next_reconcile = min(self.next_reconcile, now + SETTLE_S)
+                if now >= self.next_reconcile:
                     self.next_reconcile = now + RECONCILE_S
                     try:
+                        started = time.perf_counter()
                         self.reconcile()
+                        log.debug("reconcile done ms=%.1f",
+                                  (time.perf_counter() - started) * 1000)  # fmt: skip
                     except Exception as exc:
                         log.warning("reconcile failed reason=%s", exc)
                         self.links.close()
