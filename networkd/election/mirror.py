@@ -6,10 +6,14 @@ keys. Contenders learn at once when a lock goes (a watch event, no polling inter
 The watch runs on its own gRPC stream in its own thread (not ``etcd3``'s shared watcher,
 which spins when etcd is down), on a channel of its own (a ``ClientHolder``). A
 ``StreamWatchdog`` cancels a stream that stops answering progress requests for a second;
-a broken stream or a compacted revision leads to a fresh read and a new watch after a
-short back-off, on a new channel when the old one's connection was at fault, so a healed
-partition is noticed within a second. The copy is kept meanwhile, so an etcd outage looks
-like "nothing changed", which is what the fencing policy ``hold`` wants.
+a broken stream leads to a new watch after a short back-off, on a new channel when the
+old one's connection was at fault, so a healed partition is noticed within a second. The
+new watch resumes from the last revision whose events arrived, after one count-only read
+that checks the cluster is the same and its revision did not go back; only then, or when
+etcd compacted past that revision, is the prefix read again (at 1,000 nodes, re-reading
+every presence and lock key on every reconnect was O(N) per node and O(N²) for a cluster
+whose etcd had stalled). The copy is kept meanwhile, so an etcd outage looks like
+"nothing changed", which is what the fencing policy ``hold`` wants.
 Transactions of this node are applied locally right away (``note_put`` and
 ``note_delete``) so the controller never waits for its own echo.
 """
@@ -69,7 +73,15 @@ class KeyMirror:
         self._call: Any = None
         self._requests: Optional[queue.Queue[Any]] = None
         self._watchdog: Optional[StreamWatchdog] = None
-        self.resyncs = 0
+        # Where a new watch starts: the revision of the last event received, inclusive (a
+        # revision's events may be split over responses; applying one twice is harmless).
+        # Not a response's header revision: etcd sends a catching-up watcher its events in
+        # batches of at most 1,000 revisions, each with the store's current revision.
+        self._resume = 0
+        self._cluster_id = 0
+        self._need_read = True
+        self.resyncs = 0  # full reads
+        self.resumes = 0  # watches resumed without one
         self.disconnects = 0  # times the connection was lost (an outage, a partition)
 
     # -- public view -------------------------------------------------------------------
@@ -159,9 +171,9 @@ class KeyMirror:
             client = None
             try:
                 client = self._holder.get()
-                revision = self._load(client)
+                start = self._resume_point(client)
                 delay = self._backoff
-                self._watch(client, revision + 1)
+                self._watch(client, start)
             except Exception as exc:  # grpc errors, etcd3 exceptions: retry
                 if self._stop.is_set():
                     break
@@ -178,6 +190,25 @@ class KeyMirror:
 
     def _watchdog_fired(self) -> bool:
         return bool(stream_failure(self._watchdog))
+
+    def _resume_point(self, client: Any) -> int:
+        """The revision a new watch starts at: resumed, or after a full read."""
+        if not self._need_read:
+            header = client.get_prefix_response(self.prefix, count_only=True).header
+            if header.cluster_id == self._cluster_id and header.revision >= self._resume:
+                self._connected = True
+                self.resumes += 1
+                log.info("etcd mirror resumed prefix=%s revision=%d", self.prefix, self._resume)
+                self._changed()
+                return self._resume
+            log.warning(
+                "etcd mirror read again prefix=%s reason=%s",
+                self.prefix,
+                "cluster changed"
+                if header.cluster_id != self._cluster_id
+                else "revision went back",
+            )
+        return self._load(client) + 1
 
     def _load(self, client: Any) -> int:
         self._watchdog = None
@@ -201,6 +232,9 @@ class KeyMirror:
             self._revs = revs
             self._data = data
             self._revision = max(self._revision, revision)
+            self._resume = revision + 1
+            self._cluster_id = int(response.header.cluster_id)
+            self._need_read = False
         if not self._synced or not self._connected:
             log.info(
                 "etcd mirror loaded prefix=%s keys=%d revision=%d", self.prefix, len(data), revision
@@ -242,8 +276,10 @@ class KeyMirror:
                         self.prefix,
                         response.compact_revision,
                     )
+                    self._need_read = True
                     return
                 if response.canceled:
+                    self._need_read = True
                     return
                 self._handle(response)
         finally:
@@ -268,6 +304,7 @@ class KeyMirror:
                     )
                 else:  # DELETE (also lease expiry)
                     self._apply(key, None, revision)
+                self._resume = max(self._resume, revision)
             self._revision = max(self._revision, int(response.header.revision))
         self._changed()
 

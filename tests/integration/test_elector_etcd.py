@@ -12,6 +12,7 @@ from networkd.election.lease import LeaseKeeper, read_lease_file
 from networkd.election.mirror import KeyMirror
 from networkd.election.store import OwnedKeys
 from networkd.etcd.channel import ClientHolder
+from tests.support.etcd import TcpProxy
 
 
 def _connector(etcd):
@@ -189,6 +190,50 @@ def test_mirror_follows_puts_deletes_expiry_and_survives_etcd_restart(etcd):
         assert _value(mirror, "/lain/networkd/b") == "2"
     finally:
         mirror.stop()
+        client.close()
+
+
+def _mirror_through(proxy):
+    config = Config(etcd_endpoints=(proxy.endpoint,))
+    holder = ClientHolder(lambda: connect(config, 1.0), "mirror")
+    return KeyMirror(holder, "/lain/networkd/")
+
+
+@pytest.mark.parametrize("compacted", [False, True])
+def test_mirror_resumes_after_a_partition_and_reads_again_only_after_compaction(etcd, compacted):
+    """A partition from etcd ends in a watch resumed from the last revision seen: what
+    changed meanwhile arrives as events, without reading the prefix again (at 1,000 nodes
+    every node re-reading every presence and lock key was the reconnect storm's O(N^2)).
+    Only a compaction past that revision forces the full read."""
+    client = etcd.client()
+    client.put("/lain/networkd/kept", "1")
+    client.put("/lain/networkd/gone", "1")
+    proxy = TcpProxy(("127.0.0.1", etcd.client_port))
+    mirror = _mirror_through(proxy)
+    mirror.start()
+    try:
+        assert mirror.wait_synced(3.0)
+        assert mirror.resyncs == 1
+        proxy.cut()
+        assert _wait(lambda: not mirror.connected, 5.0)
+        client.put("/lain/networkd/new", "2")
+        client.put("/lain/networkd/kept", "3")
+        client.delete("/lain/networkd/gone")
+        if compacted:
+            etcd.compact()
+        proxy.restore()
+        assert _wait(lambda: mirror.connected and _value(mirror, "/lain/networkd/new") == "2", 5.0)
+        assert _value(mirror, "/lain/networkd/kept") == "3"
+        assert mirror.get("/lain/networkd/gone") is None
+        if compacted:
+            assert mirror.resyncs == 2
+        else:
+            assert mirror.resyncs == 1 and mirror.resumes >= 1
+        client.put("/lain/networkd/after", "4")  # and the resumed watch goes on
+        assert _wait(lambda: _value(mirror, "/lain/networkd/after") == "4", 3.0)
+    finally:
+        mirror.stop()
+        proxy.close()
         client.close()
 
 
