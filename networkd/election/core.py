@@ -241,7 +241,8 @@ class ElectorCore:
         self._cluster: Dict[str, VipClusterView] = {}
         self._cluster_due = 0.0  # when the cluster view may be rebuilt
         self._watched_steadily = False
-        self._presence_since = clock()
+        # node -> when its presence key last came or went, for the settling time
+        self._presence_changed: Dict[str, float] = {}
         self.counters = ElectorCounters()
         self.steps = 0
 
@@ -418,7 +419,9 @@ class ElectorCore:
         failed transaction may be retried, a give-away back-off ends, a container-running
         check may answer otherwise."""
         now = ctx.now
-        deadlines = [self._settle_until, self._presence_since + self.settle_s]
+        deadlines = [self._settle_until] + [
+            t + self.settle_s for t in self._presence_changed.values()
+        ]
         deadlines += self._retry_at.values()
         deadlines += self._giveaway_blocked.values()
         for at in deadlines:
@@ -470,9 +473,12 @@ class ElectorCore:
             self._departed |= self._presence - ctx.live
         self._departed &= set(self._last_holder.values()) - ctx.live
         self._watched_steadily = steady
-        if ctx.live != self._presence:
-            self._presence = set(ctx.live)
-            self._presence_since = ctx.now
+        for node in ctx.live ^ self._presence:
+            self._presence_changed[node] = ctx.now
+        self._presence_changed = {
+            n: t for n, t in self._presence_changed.items() if ctx.now - t < self.settle_s
+        }
+        self._presence = set(ctx.live)
         if seen != self._disturbances:
             log.info(
                 "elector settling after etcd disturbance lease_lost=%d watch_lost=%d seconds=%.1f",
@@ -535,7 +541,7 @@ class ElectorCore:
                 settling=self.settling(ctx.now),
                 last_holder=dict(self._last_holder),
                 departed=set(self._departed),
-                rebalance=ctx.now - self._presence_since >= self.settle_s,
+                unsettled=set(self._presence_changed),
                 moves=ctx.moves,
             )
         )

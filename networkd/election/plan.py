@@ -77,7 +77,11 @@ class PlanInput:
     # last holders that went away (stopped or died) while this node watched: settling
     # does not wait for them to take their locks back
     departed: Set[str] = dataclasses.field(default_factory=set)
-    rebalance: bool = True  # False while the cluster's presence keys are still moving
+    rebalance: bool = True
+    # Nodes whose presence key came or went within the settling time: a proc that runs on
+    # one of them, or whose VIPs one of them holds, is not rebalanced yet. Only those: one
+    # flapping node of a 1,000-node cluster must not hold every other proc's spreading.
+    unsettled: Set[str] = dataclasses.field(default_factory=set)
     moves: Dict[str, Move] = dataclasses.field(default_factory=dict)  # planned moves by VIP
 
 
@@ -207,12 +211,19 @@ def plan_vips(p: PlanInput) -> VipPlan:
         if ip not in p.configs and ip not in out.release and ip not in p.releasing:
             out.release[ip] = 0
 
-    # Rebalance: one VIP per proc at a time, only with a live lease, once settled.
+    def holders_of(ips: List[str]) -> Set[str]:
+        return {h.hostname for h in (p.locks.get(ip) for ip in ips) if h is not None}
+
+    # Rebalance: one VIP per proc at a time, only with a live lease, once settled and once
+    # the nodes of the proc are.
     if p.alive and p.rebalance and not p.settling:
         for pk, ips in by_proc.items():
             if any(ip in p.releasing for ip in ips):
                 continue
             nodes = nodes_of[pk]
+            involved = nodes | set(p.proc_nodes.get(pk, [])) | holders_of(ips)
+            if involved & p.unsettled:
+                continue
             share = spread.fair_share(len(ips), len(nodes))
             mine = sorted(ip for ip in ips if ip in out.keep and is_ours(p.locks.get(ip)))
             others_held = {n: c for n, c in held_of[pk].items() if n != me and n in nodes}

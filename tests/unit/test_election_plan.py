@@ -300,6 +300,37 @@ def test_no_rebalancing_while_settling_or_while_presence_moves():
     assert not plan_vips(base_input(rebalance=False, **common)).giveaway
 
 
+# (nodes whose presence just came or went, whether n1 gives one of its four VIPs of
+# web/worker, run on n1 and n2, away)
+UNSETTLED_CASES = [
+    (set(), True),
+    ({"n7"}, True),  # a node of another proc: nothing to wait for here
+    ({"n9", "n7"}, True),
+    ({"n2"}, False),  # the proc's other node
+    ({"n1"}, False),  # this node itself
+    ({"n3"}, False),  # a node that holds one of the proc's VIPs
+    ({"n4"}, False),  # a node that ran the proc (its pod group still says so), now gone
+]
+
+
+def test_rebalancing_waits_only_for_the_nodes_of_the_proc():
+    configs = {f"10.0.0.{i}": vip(f"10.0.0.{i}") for i in range(1, 6)}
+    local = {ip: (ELIGIBLE, container()) for ip in configs}
+    locks = {ip: Holder("n1", 7) for ip in list(configs)[:4]}
+    locks["10.0.0.5"] = Holder("n3", 9)
+    common = dict(
+        configs=configs,
+        local=local,
+        locks=locks,
+        desired_now=set(list(configs)[:4]),
+        live_nodes={"n1", "n2", "n3", "n7", "n9"},
+        proc_nodes={"web/worker": ["n1", "n2", "n4"], "other/worker": ["n7", "n9"]},
+    )
+    for unsettled, gives in UNSETTLED_CASES:
+        plan = plan_vips(base_input(unsettled=unsettled, **common))
+        assert bool(plan.giveaway) == gives, (unsettled, plan.giveaway)
+
+
 def test_the_last_holder_is_no_candidate_when_its_lock_goes():
     """n2 ranks above n1 for this VIP; when n2 lets the lock go (its check failed, a
     give-away, a stop) or dies, n1 claims at once instead of one ranking step later."""

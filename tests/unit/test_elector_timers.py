@@ -26,7 +26,7 @@ def core(running=None, docker_endpoint=""):
         config, "n1", "", "/nonexistent/lease", connect=lambda t: None, running=running,
         clock=lambda: NOW,
     )  # fmt: skip
-    c._presence_since = NOW - 100.0  # presence settled long ago
+    c._presence_changed = {}  # presence settled long ago
     return c
 
 
@@ -62,7 +62,7 @@ def test_idle_controller_wakes_only_for_deadlines():
         if what.startswith("settling"):
             c._settle_until = NOW + 2.0
         elif what.startswith("presence"):
-            c._presence_since = NOW - 1.0  # settle_s is 3 s at TTL 2
+            c._presence_changed = {"n2": NOW - 1.0}  # settle_s is 3 s at TTL 2
         elif what.startswith("a transaction"):
             c._retry_at["/lain/networkd/vips/10.0.0.1.lock"] = NOW + 0.5
         elif what.startswith("a give-away"):
