@@ -20,6 +20,7 @@ Transactions of this node are applied locally right away (``note_put`` and
 
 import logging
 import queue
+import random
 import threading
 import time
 from typing import Any, Callable, Dict, NamedTuple, Optional
@@ -184,7 +185,9 @@ class KeyMirror:
                 self._connected = False
                 if client is not None and (self._watchdog_fired() or is_transport_error(exc)):
                     self._holder.recycle(reason)
-            if self._stop.wait(delay):
+            # Jittered: after an etcd stall every node of the cluster lost its watch at the
+            # same instant, and would otherwise come back in step.
+            if self._stop.wait(delay * random.uniform(0.75, 1.25)):
                 break
             delay = min(self._max_backoff, delay * 2)
 
