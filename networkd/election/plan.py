@@ -86,65 +86,78 @@ class PlanInput:
 
 
 def plan_vips(p: PlanInput) -> VipPlan:
-    out = VipPlan()
-    me = p.hostname
-    live = set(p.live_nodes) | {h.hostname for h in p.locks.values()} | {me}
-
-    def is_ours(h: Optional[Holder]) -> bool:
-        return h is not None and h.hostname == me and p.lease_id != 0 and h.lease == p.lease_id
-
-    def is_mine(h: Optional[Holder]) -> bool:  # ours under any lease
-        return h is not None and h.hostname == me
-
-    # Per proc: the eligible live nodes and how many VIPs of the proc each holds.
-    by_proc: Dict[str, List[str]] = {}
-    for ip, cfg in p.configs.items():
-        by_proc.setdefault(proc_key(cfg.app, cfg.proc), []).append(ip)
-    nodes_of: Dict[str, Set[str]] = {}
-    held_of: Dict[str, Dict[str, int]] = {}
-    for pk, ips in by_proc.items():
-        nodes = {n for n in p.proc_nodes.get(pk, []) if n in live}
-        if any(p.local.get(ip, ("", None))[0] == ELIGIBLE for ip in ips):
-            nodes.add(me)
-        nodes_of[pk] = nodes
-        counts: Dict[str, int] = {}
-        for ip in ips:
-            h = p.locks.get(ip)
-            if h is not None:
-                counts[h.hostname] = counts.get(h.hostname, 0) + 1
-        held_of[pk] = counts
-
+    step = _Step(p)
     for ip in sorted(p.configs):
-        cfg = p.configs[ip]
-        pk = proc_key(cfg.app, cfg.proc)
+        step.decide(ip)
+    step.release_unconfigured()
+    if p.alive and p.rebalance and not p.settling:
+        for pk, ips in step.by_proc.items():
+            step.rebalance(pk, ips)
+    return step.out
+
+
+class _Step:
+    """One plan_vips call: the tallies per proc, then one small method per decision."""
+
+    def __init__(self, p: PlanInput) -> None:
+        self.p = p
+        self.me = p.hostname
+        self.out = VipPlan()
+        live = set(p.live_nodes) | {h.hostname for h in p.locks.values()} | {self.me}
+        # Per proc: its VIPs, the eligible live nodes and how many VIPs each holds.
+        self.by_proc: Dict[str, List[str]] = {}
+        for ip, cfg in p.configs.items():
+            self.by_proc.setdefault(proc_key(cfg.app, cfg.proc), []).append(ip)
+        self.nodes_of: Dict[str, Set[str]] = {}
+        self.held_of: Dict[str, Dict[str, int]] = {}
+        for pk, ips in self.by_proc.items():
+            nodes = {n for n in p.proc_nodes.get(pk, []) if n in live}
+            if any(p.local.get(ip, ("", None))[0] == ELIGIBLE for ip in ips):
+                nodes.add(self.me)
+            self.nodes_of[pk] = nodes
+            counts: Dict[str, int] = {}
+            for ip in ips:
+                h = p.locks.get(ip)
+                if h is not None:
+                    counts[h.hostname] = counts.get(h.hostname, 0) + 1
+            self.held_of[pk] = counts
+
+    def is_ours(self, h: Optional[Holder]) -> bool:
+        p = self.p
+        return h is not None and h.hostname == self.me and p.lease_id != 0 and h.lease == p.lease_id
+
+    def is_mine(self, h: Optional[Holder]) -> bool:  # ours under any lease
+        return h is not None and h.hostname == self.me
+
+    # -- one VIP ------------------------------------------------------------------------
+
+    def decide(self, ip: str) -> None:
+        p, out, me = self.p, self.out, self.me
         state, container = p.local.get(ip, (ELIGIBLE, None))
         h = p.locks.get(ip)
         owner = h.hostname if h is not None else ""
         if ip in p.releasing:
             out.status[ip] = (STANDBY if state == ELIGIBLE else state, owner)
-            continue
+            return
         if state != ELIGIBLE or container is None:
             out.status[ip] = (state, owner)
-            if is_mine(h):
-                assert h is not None
+            if h is not None and self.is_mine(h):
                 out.release[ip] = h.lease
             elif ip in p.desired_now:
                 out.release[ip] = 0
-            continue
+            return
         move = p.moves.get(ip)
-        if is_ours(h):
+        if h is not None and self.is_ours(h):
             if move is not None and move.source == me and move.target != me:
                 # a planned move away from us: released in order like a giveaway
-                assert h is not None
                 out.release[ip] = h.lease
                 out.moving.add(ip)
                 out.status[ip] = (STANDBY, me)
-                continue
+                return
             out.keep[ip] = container
             out.status[ip] = (OWNER, me)
-            continue
-        if is_mine(h):
-            assert h is not None
+            return
+        if h is not None and self.is_mine(h):
             # Our hostname under a previous lease (restart with a lost lease file, or a
             # re-granted lease): take it over without releasing the address.
             out.rebind[ip] = h.lease
@@ -153,43 +166,54 @@ def plan_vips(p: PlanInput) -> VipPlan:
                 out.status[ip] = (OWNER, me)
             else:
                 out.status[ip] = (STANDBY, owner)
-            continue
+            return
         if h is not None:
             # Another node holds it.
             out.status[ip] = (STANDBY, owner)
             if ip in p.desired_now:
                 out.release[ip] = 0  # drop from desired; the lock is not ours to delete
-            continue
-        # The lock is free.
+            return
+        self.free_lock(ip, container, move)
+
+    def free_lock(self, ip: str, container: LocalContainer, move: Optional[Move]) -> None:
+        """A VIP this node may hold whose lock nobody holds: keep, contend or leave it."""
+        p, out, me = self.p, self.out, self.me
         out.status[ip] = (STANDBY, "")
         if move is not None and (move.source == me or move.target not in ("", me)):
             if ip in p.desired_now:
                 out.release[ip] = 0
-            continue  # moving away from us, or to a named other node
+            return  # moving away from us, or to a named other node
         if move is not None and move.target == me and p.alive:
             out.compete[ip] = 0.0  # the node the move is for takes it at once
-            continue
-        held = held_of[pk].get(me, 0)
+            return
         if ip in p.desired_now and p.fencing == "hold" and ip not in p.yielded:
             out.keep[ip] = container
             out.status[ip] = (OWNER, me)
             if p.alive:
                 out.compete[ip] = 0.0
-            continue
+            return
         if ip in p.desired_now:
             out.release[ip] = 0
         if not p.alive:
-            continue
+            return
         if p.settling:
             last = p.last_holder.get(ip, "")
             if last == me:
                 out.compete[ip] = 0.0  # ours before the disturbance: take it back first
-                continue
+                return
             if last and last not in p.departed:
-                continue  # another node's: its holder takes it back, or we do once settled
+                return  # another node's: its holder takes it back, or we do once settled
             # its holder stopped or died while we watched: nobody takes it back, contend
-        nodes = nodes_of[pk]
-        share = spread.fair_share(len(by_proc[pk]), len(nodes))
+        out.compete[ip] = self.compete_delay(ip, move)
+
+    def compete_delay(self, ip: str, move: Optional[Move]) -> float:
+        """How long this node waits before it claims a free lock (spread.compete_delay)."""
+        p, me = self.p, self.me
+        cfg = p.configs[ip]
+        pk = proc_key(cfg.app, cfg.proc)
+        held = self.held_of[pk].get(me, 0)
+        nodes = self.nodes_of[pk]
+        share = spread.fair_share(len(self.by_proc[pk]), len(nodes))
         eligible_nodes = [n for n in nodes if n not in cfg.excluded_nodes]
         if move is not None:  # the node it moves away from is no candidate: rank without it
             eligible_nodes = [n for n in eligible_nodes if n != move.source]
@@ -200,45 +224,43 @@ def plan_vips(p: PlanInput) -> VipPlan:
             # once instead of waiting a ranking step behind it.
             eligible_nodes = [n for n in eligible_nodes if n != last]
         rank = spread.rendezvous_rank(ip, me, eligible_nodes)
-        least = min([held_of[pk].get(n, 0) for n in eligible_nodes] + [held])
-        out.compete[ip] = spread.compete_delay(held, share, rank, p.over_share_delay, least=least)
+        least = min([self.held_of[pk].get(n, 0) for n in eligible_nodes] + [held])
+        return spread.compete_delay(held, share, rank, p.over_share_delay, least=least)
 
-    # Locks of ours for VIPs that are no longer configured: release them.
-    for ip, h in p.locks.items():
-        if ip not in p.configs and is_mine(h) and ip not in p.releasing:
-            out.release[ip] = h.lease
-    for ip in p.desired_now:
-        if ip not in p.configs and ip not in out.release and ip not in p.releasing:
-            out.release[ip] = 0
+    # -- after every VIP ----------------------------------------------------------------
 
-    def holders_of(ips: List[str]) -> Set[str]:
-        return {h.hostname for h in (p.locks.get(ip) for ip in ips) if h is not None}
+    def release_unconfigured(self) -> None:
+        """Locks of ours, and desired VIPs, that are no longer configured."""
+        p, out = self.p, self.out
+        for ip, h in p.locks.items():
+            if ip not in p.configs and self.is_mine(h) and ip not in p.releasing:
+                out.release[ip] = h.lease
+        for ip in p.desired_now:
+            if ip not in p.configs and ip not in out.release and ip not in p.releasing:
+                out.release[ip] = 0
 
-    # Rebalance: one VIP per proc at a time, only with a live lease, once settled and once
-    # the nodes of the proc are.
-    if p.alive and p.rebalance and not p.settling:
-        for pk, ips in by_proc.items():
-            if any(ip in p.releasing for ip in ips):
-                continue
-            nodes = nodes_of[pk]
-            involved = nodes | set(p.proc_nodes.get(pk, [])) | holders_of(ips)
-            if involved & p.unsettled:
-                continue
-            share = spread.fair_share(len(ips), len(nodes))
-            mine = sorted(ip for ip in ips if ip in out.keep and is_ours(p.locks.get(ip)))
-            others_held = {n: c for n, c in held_of[pk].items() if n != me and n in nodes}
-            for n in nodes:
-                others_held.setdefault(n, 0)
-            eligible_for = {
-                ip: [n for n in nodes if n not in p.configs[ip].excluded_nodes] for ip in ips
-            }
-            vip = spread.pick_giveaway(
-                mine, me, share, others_held, eligible_for, p.giveaway_blocked
-            )
-            if vip is not None:
-                h = p.locks[vip]
-                del out.keep[vip]
-                out.release[vip] = h.lease
-                out.giveaway.add(vip)
-                out.status[vip] = (STANDBY, me)
-    return out
+    def rebalance(self, pk: str, ips: List[str]) -> None:
+        """Give one VIP of the proc away when this node holds more than its share: one at a
+        time, only with a live lease, once settled and once the proc's nodes are."""
+        p, out, me = self.p, self.out, self.me
+        if any(ip in p.releasing for ip in ips):
+            return
+        nodes = self.nodes_of[pk]
+        holders = {h.hostname for h in (p.locks.get(ip) for ip in ips) if h is not None}
+        if (nodes | set(p.proc_nodes.get(pk, [])) | holders) & p.unsettled:
+            return
+        share = spread.fair_share(len(ips), len(nodes))
+        mine = sorted(ip for ip in ips if ip in out.keep and self.is_ours(p.locks.get(ip)))
+        others_held = {n: c for n, c in self.held_of[pk].items() if n != me and n in nodes}
+        for n in nodes:
+            others_held.setdefault(n, 0)
+        eligible_for = {
+            ip: [n for n in nodes if n not in p.configs[ip].excluded_nodes] for ip in ips
+        }
+        vip = spread.pick_giveaway(mine, me, share, others_held, eligible_for, p.giveaway_blocked)
+        if vip is not None:
+            h = p.locks[vip]
+            del out.keep[vip]
+            out.release[vip] = h.lease
+            out.giveaway.add(vip)
+            out.status[vip] = (STANDBY, me)
