@@ -77,7 +77,6 @@ class PlanInput:
     # last holders that went away (stopped or died) while this node watched: settling
     # does not wait for them to take their locks back
     departed: Set[str] = dataclasses.field(default_factory=set)
-    rebalance: bool = True
     # Nodes whose presence key came or went within the settling time: a proc that runs on
     # one of them, or whose VIPs one of them holds, is not rebalanced yet. Only those: one
     # flapping node of a 1,000-node cluster must not hold every other proc's spreading.
@@ -90,7 +89,7 @@ def plan_vips(p: PlanInput) -> VipPlan:
     for ip in sorted(p.configs):
         step.decide(ip)
     step.release_unconfigured()
-    if p.alive and p.rebalance and not p.settling:
+    if p.alive and not p.settling:
         for pk, ips in step.by_proc.items():
             step.rebalance(pk, ips)
     return step.out
