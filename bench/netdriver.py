@@ -232,9 +232,11 @@ def main() -> None:
     # their median is less moved by the machine's drift between rounds, and it is shown
     # beside the ratio of medians so that a verdict resting on noise is visible.
     for a, b in ((mac, dmac), (routed, mac)):
-        paired = statistics.median(x / y for x, y in zip(rates[a], rates[b]) if y)
-        rounds = " ".join(f"{x / y:.2f}" for x, y in zip(rates[a], rates[b]) if y)
-        print(f"{a} / {b} throughput per round: {rounds} (median {paired:.3f})")
+        per_round = [x / y for x, y in zip(rates[a], rates[b]) if y]
+        rounds = " ".join(f"{r:.2f}" for r in per_round)
+        print(
+            f"{a} / {b} throughput per round: {rounds} (median {statistics.median(per_round):.3f})"
+        )
     for label in (mac, routed):
         delta = start_p50[label] - start_p50[dmac]
         # The networks took turns: the median of the per-turn differences cancels the
