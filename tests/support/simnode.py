@@ -287,7 +287,7 @@ class NodeHost:
             "alive": core.keeper.alive(),
             "mirror_connected": core.mirror.connected,
             "settling": core.settling(now),
-            "presence_age_s": now - core._presence_since,
+            "unsettled": sorted(core._presence_changed),  # presence came or went lately
             "presence": len(core._presence),
             "steps": core.steps,
             "releasing": sorted(core._releasing),
