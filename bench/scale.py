@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from bench.stats import percentile
+from networkd import keys
 from tests.support.etcd import EtcdCluster, Metrics
 from tests.support.simnode import HostPool
 from tests.support.simworkload import Workload, node_name
@@ -259,7 +260,25 @@ class Run:
             elif time.monotonic() - stable_since >= quiet:
                 return stable_since - since
             time.sleep(0.25)
-        raise RuntimeError(f"N={self.n}: no convergence within {timeout:.0f}s: {last}")
+        raise RuntimeError(
+            f"N={self.n}: no convergence within {timeout:.0f}s: {last}; {self.diagnose(last or {})}"
+        )
+
+    def diagnose(self, holders: Dict[str, List[str]]) -> str:
+        """For each VIP not bound exactly once: who holds its lock in etcd, and what the
+        nodes that bind it think (their controller state)."""
+        lines = []
+        asked: Set[str] = set()
+        for ip, names in sorted(holders.items()):
+            if len(names) == 1:
+                continue
+            value, _meta = self.client.get(keys.vip_lock(ip))
+            owner = value.decode(errors="replace") if value is not None else None
+            lines.append(f"{ip}: bound on {names}, lock {owner}")
+            asked.update(names)
+        for name in sorted(asked):
+            lines.append(f"{name}: {self.hosts.merged('inspect', name).get(name)}")
+        return "\n".join(lines)
 
     # -- steady state --------------------------------------------------------------------
 

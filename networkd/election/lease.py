@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional, Tuple
 from networkd.bus.messages import LeaseHealth
 from networkd.etcd.channel import ClientHolder
 from networkd.etcd.client import describe_error
-from networkd.etcd.keepalive import KeepAliveStreams
+from networkd.etcd.keepalive import KeepAliveStreams, KeepAliveTimeout
 
 log = logging.getLogger("networkd.elector")
 
@@ -88,7 +88,10 @@ def write_lease_file(
     os.replace(tmp, path)
 
 
-# Consecutive failed renewals before the channel is replaced (another endpoint is tried).
+# Consecutive failed renewals before the channel is replaced (another endpoint is tried):
+# after errors (a refused or broken connection) always; after timeouts only when the
+# channel has also answered nothing for a renewal interval (a stuck connection) or the
+# lease is no longer alive: late answers while the lease lives mean etcd is slow, not gone.
 FAILOVER_AFTER = 2
 
 
@@ -503,6 +506,18 @@ class LeaseKeeper:
         if failures == 1:
             log.warning("lease renewal failed id=%x reason=%s", self.lease_id, reason)
         if failures % FAILOVER_AFTER == 0:
+            if (
+                isinstance(exc, KeepAliveTimeout)
+                and self.alive()
+                and not self._streams.silent_for(self.interval)
+            ):
+                # Late, not dead, and the lease not yet in danger: its late answers still
+                # count on this stream (keepalive.py), and a new channel on a loaded etcd
+                # only adds a connection, a probe of every endpoint and, on another
+                # endpoint, an elector restart to the load. Once the lease is no longer
+                # alive, another member is tried (one slow member: a bad disk).
+                log.debug("lease channel slow, not silent: kept failures=%d", failures)
+                return
             self._reconnect()
 
     def _reconnect(self) -> None:

@@ -20,10 +20,11 @@ a new one.
 """
 
 import collections
+import math
 import queue
 import threading
 import time
-from typing import Any, Deque, Optional, Tuple
+from typing import Any, Callable, Deque, Optional, Tuple
 
 from networkd.etcd.channel import iterate_requests
 
@@ -64,10 +65,11 @@ class KeepAliveStream:
     """One ``LeaseKeepAlive`` stream on ``client``'s channel; ``renew`` blocks until an
     answer or ``timeout``. Used from one thread at a time (the lease keeper)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, on_answer: Optional[Callable[[], None]] = None) -> None:
         from etcd3 import etcdrpc
 
         self.client = client
+        self._on_answer = on_answer
         self._requests: queue.Queue[Any] = queue.Queue()
         self._responses: queue.Queue[Any] = queue.Queue()
         self._closed = False
@@ -137,6 +139,8 @@ class KeepAliveStream:
     def _read(self) -> None:
         try:
             for response in self._call:
+                if self._on_answer is not None:
+                    self._on_answer()
                 self._responses.put(response)
         except Exception as exc:  # grpc errors, cancellation
             self._responses.put(exc)
@@ -146,20 +150,38 @@ class KeepAliveStream:
 
 class KeepAliveStreams:
     """The stream of the current client: a new one when the client changed or the last
-    one failed. ``renew(client, lease_id)`` uses the client's own timeout as deadline."""
+    one failed. ``renew(client, lease_id)`` uses the client's own timeout as deadline.
 
-    def __init__(self) -> None:
+    ``silent_for(seconds)`` tells a slow channel from a dead one: an overloaded etcd still
+    answers, late; a stuck connection (a partition, a black hole) answers nothing. Only
+    the second is worth a new channel (networkd.election.lease)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._stream: Optional[KeepAliveStream] = None
         self.opened = 0
+        self._clock = clock
+        self._client: Any = None
+        self._last_answer = -math.inf  # any answer on any stream of the current client
+
+    def _answered(self) -> None:
+        self._last_answer = self._clock()
+
+    def silent_for(self, seconds: float) -> bool:
+        """No answer of any kind on the current client's channel for ``seconds`` (true for
+        a channel that never answered)."""
+        return self._clock() - self._last_answer >= seconds
 
     def renew(
         self, client: Any, lease_id: int, now: float, timeout: Optional[float] = None
     ) -> Renewal:
         stream = self._stream
+        if client is not self._client:
+            self._client = client
+            self._last_answer = -math.inf
         if stream is None or stream.closed or stream.client is not client:
             if stream is not None:
                 stream.close()
-            stream = self._stream = KeepAliveStream(client)
+            stream = self._stream = KeepAliveStream(client, self._answered)
             self.opened += 1
         deadline = timeout if timeout is not None else float(getattr(client, "timeout", 1.0) or 1.0)
         return stream.renew(lease_id, deadline, now)

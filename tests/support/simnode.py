@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
+from networkd import keys
 from networkd.bus.messages import AppliedRevision, AppliedVip
 from networkd.config import Config
 
@@ -280,19 +281,36 @@ class NodeHost:
         }
 
     def inspect(self, hostname: str) -> Dict[str, Any]:
-        """A node's controller state, for a bench's diagnosis."""
+        """{hostname: its controller state} for a bench's diagnosis; {} when the node is
+        another host's."""
+        if hostname not in self.nodes or self.nodes[hostname].core is None:
+            return {}
         core = self.nodes[hostname].core
         now = time.monotonic()
+        mirror = core.mirror
+        locks = {
+            key: (entry.value, entry.lease)
+            for key, entry in mirror.snapshot(keys.VIP_LOCKS_PREFIX).items()
+        }
         return {
-            "alive": core.keeper.alive(),
-            "mirror_connected": core.mirror.connected,
-            "settling": core.settling(now),
-            "unsettled": sorted(core._presence_changed),  # presence came or went lately
-            "presence": len(core._presence),
-            "steps": core.steps,
-            "releasing": sorted(core._releasing),
-            "giveaway_blocked": sorted(core._giveaway_blocked),
-            "bound": sorted(self.nodes[hostname].recorder.bound),
+            hostname: {
+                "lease": core.keeper.lease_id,
+                "mirror_revision": mirror.revision,
+                "mirror_synced": mirror.synced,
+                "mirror_disconnects": mirror.disconnects,
+                "mirror_resyncs": mirror.resyncs,
+                "locks_seen": locks,
+                "desired_bind": sorted(core._desired_bind),
+                "alive": core.keeper.alive(),
+                "mirror_connected": core.mirror.connected,
+                "settling": core.settling(now),
+                "unsettled": sorted(core._presence_changed),  # presence came or went lately
+                "presence": len(core._presence),
+                "steps": core.steps,
+                "releasing": sorted(core._releasing),
+                "giveaway_blocked": sorted(core._giveaway_blocked),
+                "bound": sorted(self.nodes[hostname].recorder.bound),
+            }
         }
 
     def reached(self, revision: int) -> Dict[str, Optional[float]]:

@@ -6,7 +6,7 @@ from typing import List, Tuple, Union
 import pytest
 
 from networkd.election.lease import LeaseKeeper, default_interval, default_margin
-from networkd.etcd.keepalive import KeepAliveTimeout, Outstanding
+from networkd.etcd.keepalive import KeepAliveStreams, KeepAliveTimeout, Outstanding
 from tests.support.clock import FakeClock
 
 Outcome = Union[int, Tuple[int, float], Exception]
@@ -16,8 +16,12 @@ class Streams:
     """Renewal outcomes in order: a TTL (renewed), (TTL, send time) for an earlier request's
     late answer, or an exception (failed)."""
 
-    def __init__(self, outcomes: List[Outcome]) -> None:
+    def __init__(self, outcomes: List[Outcome], silent: bool = True) -> None:
         self.outcomes = outcomes
+        self.silent = silent  # what silent_for answers: the channel answered nothing lately
+
+    def silent_for(self, seconds: float) -> bool:
+        return self.silent
 
     def renew(self, client: object, lease_id: int, now: float) -> Tuple[int, float]:
         outcome = self.outcomes.pop(0)
@@ -89,6 +93,38 @@ def test_a_late_answer_counts_from_when_its_request_was_sent(tmp_path):
     assert k.valid_until() == pytest.approx(101.0 + 2 - 0.3)
 
 
+@pytest.mark.parametrize(
+    "error, silent, step, failures, replaced",
+    [
+        # timeouts on a channel that answered nothing for an interval: stuck, a new channel
+        (KeepAliveTimeout("no answer"), True, 0.25, 2, True),
+        (KeepAliveTimeout("no answer"), True, 0.25, 1, False),  # retried on the channel first
+        # timeouts while late answers still come and the lease lives: etcd is slow, a new
+        # channel would add load
+        (KeepAliveTimeout("no answer"), False, 0.25, 2, False),
+        (KeepAliveTimeout("no answer"), False, 0.25, 4, False),
+        # ... until the lease is no longer alive (1.7 s after the last renewal): another
+        # member may answer in time (one slow member)
+        (KeepAliveTimeout("no answer"), False, 1.0, 2, True),
+        # a broken or refused connection: a new channel (another endpoint) at once
+        (ConnectionError("stream ended"), False, 0.25, 2, True),
+        (ConnectionError("stream ended"), True, 0.25, 2, True),
+    ],
+)
+def test_the_channel_is_replaced_when_broken_silent_or_the_lease_is_in_danger(
+    tmp_path, error, silent, step, failures, replaced
+):
+    k = keeper(tmp_path, 2, [error] * failures)
+    k._streams.silent = silent  # type: ignore[attr-defined]
+    first = k._holder.get()
+    clock = k._clock
+    for _ in range(failures):
+        clock.now += step  # type: ignore[attr-defined]
+        k._tick()
+    assert k.health().keepalive_failures == failures
+    assert (k._holder.peek() is not first) == replaced
+
+
 def test_a_late_answer_never_moves_the_last_renewal_back(tmp_path):
     k = keeper(tmp_path, 2, [2, (2, 99.0)])
     clock = k._clock
@@ -151,3 +187,14 @@ def test_an_answer_out_of_order_is_refused(sent, answer, reason):
         pending.sent(lease_id, 1.0)
     with pytest.raises(ConnectionError, match=reason):
         pending.answered(answer)
+
+
+def test_a_channel_is_silent_until_it_answers_and_again_an_interval_after():
+    clock = FakeClock(50.0)
+    streams = KeepAliveStreams(clock=clock)
+    assert streams.silent_for(1.0)  # never answered
+    streams._answered()  # what a stream's reader calls for every answer
+    clock.now += 0.9
+    assert not streams.silent_for(1.0)
+    clock.now += 0.1
+    assert streams.silent_for(1.0)
