@@ -265,17 +265,23 @@ class Run:
         )
 
     def diagnose(self, holders: Dict[str, List[str]]) -> str:
-        """For each VIP not bound exactly once: who holds its lock in etcd, and what the
-        nodes that bind it think (their controller state)."""
+        """For each VIP not bound exactly once (or of a proc not spread): who holds its lock
+        in etcd, and what the nodes that bind it, or could, think (their controller state)."""
         lines = []
         asked: Set[str] = set()
-        for ip, names in sorted(holders.items()):
-            if len(names) == 1:
-                continue
-            value, _meta = self.client.get(keys.vip_lock(ip))
-            owner = value.decode(errors="replace") if value is not None else None
-            lines.append(f"{ip}: bound on {names}, lock {owner}")
-            asked.update(names)
+        spread = self.spread(holders)
+        for app in self.workload.apps:
+            for ip in app.vips:
+                names = holders.get(ip, [])
+                if len(names) == 1 and spread:
+                    continue
+                value, _meta = self.client.get(keys.vip_lock(ip))
+                owner = value.decode(errors="replace") if value is not None else None
+                lines.append(f"{ip}: bound on {names}, lock {owner}")
+                alive = [node_name(n) for n in app.nodes if node_name(n) not in self.killed]
+                asked.update(names if names else alive)
+                if not spread:
+                    asked.update(alive)
         for name in sorted(asked):
             lines.append(f"{name}: {self.hosts.merged('inspect', name).get(name)}")
         return "\n".join(lines)

@@ -118,6 +118,13 @@ def default_interval(ttl: float) -> float:
     return ttl / 2.0
 
 
+def grant_timeout(ttl: float) -> float:
+    """How long a lease grant may take: half the TTL, at most 1 s, at least 0.4 s. Not
+    longer: while a new lease is granted, a retiring one (a -vip.ttl change) must still
+    be renewed, and it counts as dead TTL - margin after its last renewal."""
+    return max(0.4, min(1.0, ttl / 2.0))
+
+
 def retry_interval(ttl: float) -> float:
     """The pace of renewals after one failed: an eighth of the TTL, at least 0.1 s."""
     return max(0.1, ttl / 8.0)
@@ -159,6 +166,7 @@ class LeaseKeeper:
         self.ttl = float(lease_ttl_seconds(ttl))
         self.interval = interval if interval is not None else default_interval(self.ttl)
         self.margin = margin if margin is not None else default_margin(self.ttl)
+        self.grant_timeout = grant_timeout(self.ttl)
         self.path = path
         self.hostname = hostname
         self._holder = ClientHolder(client_factory, "lease", min_interval=0.0, clock=clock)
@@ -430,30 +438,45 @@ class LeaseKeeper:
     def _grant(self) -> None:
         sent = self._clock()
         try:
-            lease = self._holder.get().lease(int(self.ttl))
+            lease = self._grant_request(self._holder.get())
         except Exception as exc:
-            self._failed(f"grant: {exc}", exc)
+            self._failed(f"grant: {describe_error(exc)}", exc)
             return
         with self._lock:
             if self._revoked:  # the final stop won the race: give it back at once
                 revoked_meanwhile = True
             else:
                 revoked_meanwhile = False
-                self._current = self._held(int(lease.id), float(lease.ttl), sent)
+                self._current = self._held(int(lease.ID), float(lease.TTL), sent)
                 self._generation += 1
                 self._latency_ms = (self._clock() - sent) * 1000.0
                 self._consecutive_failures = 0
             retiring = self._retiring.lease_id if self._retiring else 0
         if revoked_meanwhile:
-            self._revoke_one(int(lease.id))
+            self._revoke_one(int(lease.ID))
             return
-        log.info("lease granted id=%x ttl_s=%d", lease.id, lease.ttl)
-        if int(lease.ttl) != int(self.ttl):
+        log.info("lease granted id=%x ttl_s=%d", lease.ID, lease.TTL)
+        if int(lease.TTL) != int(self.ttl):
             # etcd raises a lease below its minimum (1.5 x its election timeout, rounded up)
             log.warning("lease ttl differs from -vip.ttl requested_s=%d granted_s=%d: renewed"
                         " at the granted ttl (etcd's minimum is 1.5 x its election timeout)",
-                        int(self.ttl), int(lease.ttl))  # fmt: skip
-        self._write_file(int(lease.id), retiring)
+                        int(self.ttl), int(lease.TTL))  # fmt: skip
+        self._write_file(int(lease.ID), retiring)
+
+    def _grant_request(self, client: Any) -> Any:
+        """LeaseGrant with its own deadline (``grant_timeout``), not the channel's 0.4 s
+        keep-alive one: a grant is a raft write, which a loaded cluster commits in more
+        than that, and a grant that timed out is retried (another write) after the
+        deadline. The answer has ``ID`` and ``TTL``."""
+        from etcd3.etcdrpc import rpc_pb2
+
+        request = rpc_pb2.LeaseGrantRequest(TTL=int(self.ttl))
+        return client.leasestub.LeaseGrant(
+            request,
+            self.grant_timeout,
+            credentials=client.call_credentials,
+            metadata=client.metadata,
+        )
 
     def _write_file(self, lease_id: int, retiring: int) -> None:
         try:

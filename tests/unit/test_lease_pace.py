@@ -5,7 +5,7 @@ from typing import List, Tuple, Union
 
 import pytest
 
-from networkd.election.lease import LeaseKeeper, default_interval, default_margin
+from networkd.election.lease import LeaseKeeper, default_interval, default_margin, grant_timeout
 from networkd.etcd.keepalive import KeepAliveStreams, KeepAliveTimeout, Outstanding
 from tests.support.clock import FakeClock
 
@@ -198,3 +198,13 @@ def test_a_channel_is_silent_until_it_answers_and_again_an_interval_after():
     assert not streams.silent_for(1.0)
     clock.now += 0.1
     assert streams.silent_for(1.0)
+
+
+@pytest.mark.parametrize("ttl, timeout", [(1, 0.5), (2, 1.0), (4, 1.0), (10, 1.0)])
+def test_a_grant_may_take_longer_than_a_keepalive_but_not_the_life_of_a_retiring_lease(
+    ttl, timeout
+):
+    """A grant is a raft write: a loaded cluster commits it in more than the 0.4 s a
+    keep-alive gets; a retiring lease (a -vip.ttl change) must still be renewed meanwhile."""
+    assert grant_timeout(ttl) == timeout
+    assert grant_timeout(ttl) < ttl - default_margin(ttl)
