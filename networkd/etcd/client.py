@@ -149,6 +149,17 @@ def probe(client: Any, timeout: float = CONNECT_TIMEOUT) -> Header:
     return Header(int(header.revision), int(header.cluster_id), int(header.member_id))
 
 
+def probe_future(client: Any, timeout: float) -> Any:
+    """``probe``'s read without waiting for it: a gRPC future (``result()``, ``cancel()``,
+    ``add_done_callback``)."""
+    from etcd3.etcdrpc import rpc_pb2
+
+    request = rpc_pb2.RangeRequest(key=keys.LEADER.encode(), keys_only=True, limit=1)
+    return client.kvstub.Range.future(
+        request, timeout, credentials=client.call_credentials, metadata=client.metadata
+    )
+
+
 class Backoff:
     """Exponential backoff with jitter: 0.2 s, 0.4 s, ... up to ``maximum``."""
 

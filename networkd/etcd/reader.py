@@ -10,7 +10,8 @@ sockets belong to that thread).
   off, connect again (failing over between endpoints), and resume the watch from the
   last revision applied. Events seen twice are harmless: the state is idempotent.
 - A hung etcd (SIGSTOP, a black hole) is noticed by a probe read every ``probe_interval``
-  seconds that cancels the stream when it fails.
+  seconds: the stream is cancelled when a probe fails with an error or none has answered
+  for ``probe_interval + 2 * probe_timeout``; a late answer counts (networkd.etcd.probe_pace).
 - Compaction past the resume revision (the watch is canceled with ``compact_revision``),
   a different cluster id, or a revision that went backwards (etcd restored from a backup):
   a fresh full read, which the main thread diffs against its state.
@@ -30,16 +31,27 @@ import grpc
 
 from networkd import keys
 from networkd.etcd.channel import iterate_requests
-from networkd.etcd.client import Backoff, EtcdConnectError, EtcdConnector, describe_error, probe
+from networkd.etcd.client import (
+    Backoff,
+    EtcdConnectError,
+    EtcdConnector,
+    describe_error,
+    probe,
+    probe_future,
+)
+from networkd.etcd.probe_pace import ProbePace
 
 log = logging.getLogger("networkd.etcd")
 
 PAGE_SIZE = 2000
-# A dead connection is noticed within PROBE_INTERVAL + PROBE_TIMEOUT (about a second), and
+# A dead connection is noticed PROBE_INTERVAL + 2 * PROBE_TIMEOUT after the last probe answer
+# (2.5 to 3 s after it stopped answering: a probe goes out every PROBE_INTERVAL; answers
+# that became up to 2 s slower at once still count, steady ones however late), and
 # reconnecting is retried at least every RECONNECT_MAX seconds: after a partition heals the
-# watcher is back within about a second (networkd.etcd.channel explains why it must probe).
+# watcher is back within about three seconds (networkd.etcd.channel explains why it must probe).
 PROBE_INTERVAL = 0.5
 PROBE_TIMEOUT = 1.0
+PROBE_LATE_MAX = 10.0  # a probe's own deadline: a late answer still proves etcd answers
 RECONNECT_MAX = 1.0
 READ_ATTEMPTS = 5
 
@@ -328,16 +340,49 @@ class EtcdReader(threading.Thread):
     def _probe_loop(
         self, client: Any, call: Any, done: threading.Event, failure: List[str]
     ) -> None:
-        while not done.wait(self.probe_interval):
+        """Probe every ``probe_interval``; cancel the watch when a probe fails with an error
+        or none has answered for ``probe_interval + 2 * probe_timeout`` (probe_pace.py: a
+        late answer counts)."""
+        silence = self.probe_interval + 2 * self.probe_timeout
+        lock = threading.Lock()
+        pace = ProbePace(silence, time.monotonic())
+        errors: List[str] = []
+        pending: List[Any] = []
+
+        def on_done(future: Any) -> None:
             try:
-                probe(client, self.probe_timeout)
+                future.result()
             except Exception as exc:
-                if done.is_set():
-                    return
-                failure.append(describe_error(exc))
-                log.debug("etcd probe failed reason=%s", failure[-1])
-                try:
-                    call.cancel()
-                except Exception:
-                    pass
+                with lock:
+                    pace.failed()
+                if not done.is_set() and not future.cancelled():
+                    errors.append(describe_error(exc))
                 return
+            with lock:
+                pace.answered(time.monotonic())
+
+        try:
+            while not done.wait(self.probe_interval):
+                with lock:
+                    stuck = pace.stuck(time.monotonic())
+                    send = not stuck and not errors and pace.send()
+                reason = errors[0] if errors else ""
+                if stuck and not reason:
+                    reason = f"no probe answered for {silence:.1f}s"
+                if reason:
+                    if done.is_set():
+                        return
+                    failure.append(reason)
+                    log.debug("etcd probe failed reason=%s", reason)
+                    try:
+                        call.cancel()
+                    except Exception:
+                        pass
+                    return
+                if send:
+                    future = probe_future(client, PROBE_LATE_MAX)
+                    pending[:] = [f for f in pending if not f.done()] + [future]
+                    future.add_done_callback(on_done)
+        finally:
+            for future in pending:
+                future.cancel()

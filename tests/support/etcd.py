@@ -10,6 +10,7 @@ connection (a partition) while etcd itself keeps running.
 
 import dataclasses
 import os
+import queue
 import re
 import shutil
 import signal
@@ -421,7 +422,9 @@ def make_test_ca(directory: str, host: str = "127.0.0.1") -> TestCA:
 
 class TcpProxy:
     """A loopback TCP relay to ``target``. ``cut()`` drops every connection and refuses
-    new ones (clients see resets) until ``restore()``: a partition from etcd."""
+    new ones (clients see resets) until ``restore()``: a partition from etcd. ``delay``
+    (seconds, 0 by default) holds back what the target sends by that much, in order: a
+    slow etcd whose answers all come late but keep coming."""
 
     def __init__(self, target: Tuple[str, int], host: str = "127.0.0.1") -> None:
         self.target = target
@@ -432,6 +435,7 @@ class TcpProxy:
         self.host = host
         self.port = self.listener.getsockname()[1]
         self.blocked = False
+        self.delay = 0.0
         self._lock = threading.Lock()
         self._conns: List[socket.socket] = []
         self._closed = False
@@ -459,7 +463,41 @@ class TcpProxy:
             with self._lock:
                 self._conns += [client, upstream]
             threading.Thread(target=splice, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=splice, args=(upstream, client), daemon=True).start()
+            threading.Thread(target=self._delayed, args=(upstream, client), daemon=True).start()
+
+    def _delayed(self, src: socket.socket, dst: socket.socket) -> None:
+        """``splice`` with every chunk sent ``delay`` seconds after it was received."""
+        chunks: queue.Queue[Optional[Tuple[float, bytes]]] = queue.Queue()
+
+        def send() -> None:
+            try:
+                while True:
+                    item = chunks.get()
+                    if item is None:
+                        break
+                    due, data = item
+                    time.sleep(max(0.0, due - time.monotonic()))
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for sock in (src, dst):
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    sock.close()
+
+        threading.Thread(target=send, daemon=True).start()
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                chunks.put((time.monotonic() + self.delay, data))
+        except OSError:
+            pass
+        chunks.put(None)
 
     def cut(self) -> None:
         self.blocked = True
