@@ -380,7 +380,13 @@ class EtcdReader(threading.Thread):
                         pass
                     return
                 if send:
-                    future = probe_future(client, PROBE_LATE_MAX)
+                    try:
+                        future = probe_future(client, PROBE_LATE_MAX)
+                    except Exception as exc:  # the channel closed under us (the watch ended)
+                        with lock:
+                            pace.failed()
+                        errors.append(describe_error(exc))
+                        continue
                     pending[:] = [f for f in pending if not f.done()] + [future]
                     future.add_done_callback(on_done)
         finally:
