@@ -340,7 +340,11 @@ class Run:
                     break
                 if time.monotonic() > deadline:
                     missing = sorted(k for k, t in reached.items() if t is None)
-                    raise RuntimeError(f"pod_groups change not applied by {missing[:5]}")
+                    readers = self.hosts.merged("readers", missing[:5])
+                    raise RuntimeError(
+                        f"pod_groups change (revision {revision}) not applied by "
+                        f"{len(missing)} nodes, e.g. {readers}"
+                    )
                 time.sleep(0.05)
             delays.extend(t - started for t in reached.values() if t is not None)
             time.sleep(1.0)

@@ -17,8 +17,8 @@ checks it at the application level instead, and replaces it when it does not ans
 - ``StreamWatchdog``: a watch stream gets a progress request (etcd >= 3.4) every
   ``interval`` seconds and is cancelled when no response arrived within ``deadline``. An
   etcd that ignores progress requests (older than 3.4) is detected once, by a cheap
-  serializable read that succeeds while the progress response does not come; from then
-  on that read is the probe.
+  serializable read that succeeds while the progress response does not come and the
+  version the member reports; from then on that read is the probe.
 """
 
 import logging
@@ -153,6 +153,24 @@ def serializable_probe(client: Any, key: bytes, timeout: float) -> None:
     )
 
 
+def answers_progress(client: Any, timeout: float) -> Optional[bool]:
+    """Whether etcd answers watch progress requests (3.4 and later), from the version its
+    contacted member reports; None when it does not say (no answer, no version)."""
+    from etcd3.etcdrpc import rpc_pb2
+
+    try:
+        response = client.maintenancestub.Status(
+            rpc_pb2.StatusRequest(),
+            timeout,
+            credentials=client.call_credentials,
+            metadata=client.metadata,
+        )
+        major, minor = (int(part) for part in str(response.version).split(".")[:2])
+    except Exception:
+        return None
+    return (major, minor) >= (3, 4)
+
+
 class StreamWatchdog:
     """Cancels a watch ``call`` whose connection stopped answering.
 
@@ -206,8 +224,15 @@ class StreamWatchdog:
                 return
             if self._last_seen >= asked:
                 continue
-            if not self._progress_answered and self._read_answers():
-                # An etcd without progress requests: its reads are the probe from now on.
+            if (
+                not self._progress_answered
+                and self._read_answers()
+                and answers_progress(self.client, self.deadline) is False
+            ):
+                # An etcd without progress requests (older than 3.4, by its version): its
+                # reads are the probe from now on. Not on a mere unanswered request: a
+                # loaded etcd 3.4 answers reads but not a watch that stopped delivering
+                # (or one still catching up), and reads would then keep a dead stream.
                 log.info("etcd progress requests unanswered: probing the watch with reads")
                 self._use_reads = True
                 continue

@@ -221,7 +221,8 @@ class SimNode:
                 changed = True
             if changed:
                 self.feed.feed()
-            if events:
+            if any(isinstance(m, (Events, Snapshot)) for m in messages):
+                # a full read after a reconnect applies a change as well as its event would
                 self.applied_at.append((time.monotonic(), self.publisher.revision))
             if self.core.keeper.switched_endpoint:
                 # What the elector worker does: exit, be restarted, resume the lease.
@@ -315,6 +316,24 @@ class NodeHost:
 
     def reached(self, revision: int) -> Dict[str, Optional[float]]:
         return {name: n.reached(revision) for name, n in self.nodes.items() if not n.killed}
+
+    def readers(self, hostnames: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+        """The watcher readers of ``hostnames`` (those of this host), for a diagnosis."""
+        out: Dict[str, Dict[str, Any]] = {}
+        for name in hostnames:
+            node = self.nodes.get(name)
+            if node is None:
+                continue
+            reader = node.reader
+            out[name] = {
+                "connected": reader._connected,
+                "revision": reader.revision,
+                "published": node.publisher.revision,
+                "full_reads": reader.full_reads,
+                "alive": reader.is_alive(),
+                "inbox": node.inbox.qsize(),
+            }
+        return out
 
     def timeline(self, since: float) -> Dict[str, List[Tuple[float, str, bool]]]:
         return {
