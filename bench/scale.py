@@ -33,6 +33,7 @@ import os
 import shutil
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
@@ -602,6 +603,7 @@ def main() -> None:
             results.append(measure(n))
         except Exception as exc:  # print what was measured so far
             print(f"scale: N={n} failed: {exc!r}")
+            traceback.print_exc()  # where: the phase it failed in
             break
         print(f"scale: N={n} measured in {time.monotonic() - started:.0f}s", flush=True)
     report(results)
