@@ -154,6 +154,7 @@ class Result:
     steady: Dict[str, float] = field(default_factory=dict)
     change: Dict[str, float] = field(default_factory=dict)
     change_delays: List[float] = field(default_factory=list)
+    delivery_delays: List[float] = field(default_factory=list)
     kill_delays: List[float] = field(default_factory=list)
     kill_vips: List[int] = field(default_factory=list)
     leader: Dict[str, float] = field(default_factory=dict)
@@ -329,6 +330,7 @@ class Run:
         apps = [a for a in self.workload.apps if a.vips and a.name != "webrouter"]
         a = moment(self.cluster, self.hosts)
         delays: List[float] = []
+        delivered: List[float] = []
         events_before = sum(st["events"] for st in self.hosts.merged("status").values())
         for i in range(self.change_count):
             key, value = self.workload.redeploy(apps[i % len(apps)])
@@ -348,6 +350,8 @@ class Run:
                     )
                 time.sleep(0.05)
             delays.extend(t - started for t in reached.values() if t is not None)
+            got = self.hosts.merged("delivered", revision)
+            delivered.extend(t - started for t in got.values() if t is not None)
             time.sleep(1.0)
         b = moment(self.cluster, self.hosts)
         span = b.at - a.at
@@ -356,6 +360,7 @@ class Run:
         events = grew(a, b, "etcd_debugging_mvcc_events_total")
         received = sum(st["events"] for st in self.hosts.merged("status").values()) - events_before
         self.result.change_delays = delays
+        self.result.delivery_delays = delivered
         self.result.change = {
             "value_bytes": float(len(value)),
             "events_sent": events / self.change_count,
@@ -513,6 +518,8 @@ ROWS: List[Tuple[str, str, str]] = [
     ("pod_groups change -> node p50 ms", "change_p50", "{:.0f}"),
     ("pod_groups change -> node p99 ms", "change_p99", "{:.0f}"),
     ("pod_groups change -> node max ms", "change_max", "{:.0f}"),
+    ("  of which etcd -> node's watcher p50 ms", "delivery_p50", "{:.0f}"),
+    ("  of which etcd -> node's watcher p99 ms", "delivery_p99", "{:.0f}"),
     ("owner killed -> new owner p50 s", "kill_p50", "{:.2f}"),
     ("owner killed -> new owner p99 s", "kill_p99", "{:.2f}"),
     ("owner killed -> new owner max s", "kill_max", "{:.2f}"),
@@ -524,6 +531,10 @@ ROWS: List[Tuple[str, str, str]] = [
 
 
 def value_of(result: Result, source: str) -> float:
+    if source.startswith("delivery_"):
+        pct = {"p50": 50, "p99": 99, "max": 100}[source.split("_")[1]]
+        delays = result.delivery_delays
+        return percentile(delays, pct) * 1000 if delays else float("nan")
     if source.startswith("change_"):
         pct = {"p50": 50, "p99": 99, "max": 100}[source.split("_")[1]]
         return percentile(result.change_delays, pct) * 1000
@@ -540,7 +551,7 @@ def value_of(result: Result, source: str) -> float:
 GROWS = {"steady.req_s", "steady.keepalive_s", "steady.watch_msgs_s", "steady.reads_s",
          "steady.sent_bps", "steady.recv_bps", "steady.etcd_cpu", "steady.node_cpu_pct",
          "steady.node_rss_mib", "change.events_sent", "change.bytes_sent", "change_p99",
-         "kill_max"}  # fmt: skip
+         "delivery_p99", "kill_max"}  # fmt: skip
 
 
 FLAT_BELOW = 0.5  # a growth exponent below this is noise around a constant

@@ -134,6 +134,22 @@ class LocalView:
         return None
 
 
+class DeliveryQueue(queue.Queue):
+    """The node's inbox, noting when the watcher's reader handed over each batch of watch
+    events (its thread, as etcd's response arrived): etcd's delivery, before the node's
+    own processing, which in the simulation waits for the other nodes of its process."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delivered: Deque[Tuple[float, int]] = collections.deque(maxlen=20000)
+
+    def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        revision = getattr(item, "revision", None)
+        if revision is not None and hasattr(item, "changes"):
+            self.delivered.append((time.monotonic(), int(revision)))
+        super().put(item, block, timeout)
+
+
 class SimNode:
     """One simulated node: watcher reader + cluster state, elector core, recorder."""
 
@@ -152,7 +168,7 @@ class SimNode:
             docker_endpoint="",
         )
         self.lease_path = os.path.join(state_dir, spec.hostname, "lease")
-        self.inbox: queue.Queue[Any] = queue.Queue()
+        self.inbox = DeliveryQueue()
         self.watcher = LocalPublisher()
         self.publisher = StatePublisher(self.watcher, spec.hostname)
         self.recorder = Recorder(spec.hostname)
@@ -240,6 +256,13 @@ class SimNode:
                 return at
         return None
 
+    def delivered(self, revision: int) -> Optional[float]:
+        """When this node's watcher first received the events of ``revision``."""
+        for at, rev in list(self.inbox.delivered):
+            if rev >= revision:
+                return at
+        return None
+
     def kill(self) -> None:
         """Power loss: no more renewals or requests; the lease runs out on the server."""
         self.killed = True
@@ -316,6 +339,9 @@ class NodeHost:
 
     def reached(self, revision: int) -> Dict[str, Optional[float]]:
         return {name: n.reached(revision) for name, n in self.nodes.items() if not n.killed}
+
+    def delivered(self, revision: int) -> Dict[str, Optional[float]]:
+        return {name: n.delivered(revision) for name, n in self.nodes.items() if not n.killed}
 
     def readers(self, hostnames: Sequence[str]) -> Dict[str, Dict[str, Any]]:
         """The watcher readers of ``hostnames`` (those of this host), for a diagnosis."""
