@@ -139,11 +139,8 @@ class Header:
 
 def probe(client: Any, timeout: float = CONNECT_TIMEOUT) -> Header:
     """One cheap linearizable read: proves the endpoint serves requests. Raises RpcError."""
-    from etcd3.etcdrpc import rpc_pb2
-
-    request = rpc_pb2.RangeRequest(key=keys.LEADER.encode(), keys_only=True, limit=1)
     response = client.kvstub.Range(
-        request, timeout, credentials=client.call_credentials, metadata=client.metadata
+        _probe_request(), timeout, credentials=client.call_credentials, metadata=client.metadata
     )
     header = response.header
     return Header(int(header.revision), int(header.cluster_id), int(header.member_id))
@@ -152,12 +149,16 @@ def probe(client: Any, timeout: float = CONNECT_TIMEOUT) -> Header:
 def probe_future(client: Any, timeout: float) -> Any:
     """``probe``'s read without waiting for it: a gRPC future (``result()``, ``cancel()``,
     ``add_done_callback``)."""
+    return client.kvstub.Range.future(
+        _probe_request(), timeout, credentials=client.call_credentials, metadata=client.metadata
+    )
+
+
+def _probe_request() -> Any:
+    """The probe's read: the leader key, keys only, at most one (cheap, linearizable)."""
     from etcd3.etcdrpc import rpc_pb2
 
-    request = rpc_pb2.RangeRequest(key=keys.LEADER.encode(), keys_only=True, limit=1)
-    return client.kvstub.Range.future(
-        request, timeout, credentials=client.call_credentials, metadata=client.metadata
-    )
+    return rpc_pb2.RangeRequest(key=keys.LEADER.encode(), keys_only=True, limit=1)
 
 
 class Backoff:

@@ -23,7 +23,7 @@ import time
 import urllib.request
 from typing import Any, Dict, List, Optional, Tuple
 
-from tests.support.ports import free_ports, splice
+from tests.support.ports import free_ports, shut_both, splice
 
 ETCD_BINARY = shutil.which("etcd") or "/usr/bin/etcd"
 
@@ -481,12 +481,7 @@ class TcpProxy:
             except OSError:
                 pass
             finally:
-                for sock in (src, dst):
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-                    sock.close()
+                shut_both(src, dst)
 
         threading.Thread(target=send, daemon=True).start()
         try:

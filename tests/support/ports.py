@@ -33,9 +33,14 @@ def splice(src: socket.socket, dst: socket.socket) -> None:
     except OSError:
         pass
     finally:
-        for sock in (src, dst):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+        shut_both(src, dst)
+
+
+def shut_both(src: socket.socket, dst: socket.socket) -> None:
+    """The end of a relayed connection: both sides shut down and closed."""
+    for sock in (src, dst):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
